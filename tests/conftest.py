@@ -1,0 +1,55 @@
+"""Shared fixtures.
+
+Every test runs with the settings pointed at its own temporary folder (warehouse, lake,
+artifacts), so no test reads or writes the repository's generated files. Unit tests use
+small CSVs cut from the real extract; data and pipeline tests load the full
+``Base_de_datos.csv`` once per session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from settings import REPO_ROOT, get_settings
+from warehouse import load_raw_csv
+
+RAW_CSV = REPO_ROOT / "Base_de_datos.csv"
+SRC_DIR = REPO_ROOT / "mlops_pipeline" / "src"
+
+
+def point_settings_at(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(folder / "warehouse.duckdb"))
+    monkeypatch.setenv("MLOPS_ARTIFACTS_DIR", str(folder / "artifacts"))
+    monkeypatch.setenv("MLOPS_LAKE_DIR", str(folder / "lake"))
+    get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    point_settings_at(monkeypatch, tmp_path)
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def raw_lines() -> list[str]:
+    """The real extract's lines (header first), read once."""
+    return RAW_CSV.read_text().splitlines(keepends=True)
+
+
+@pytest.fixture
+def small_csv(tmp_path: Path, raw_lines: list[str]) -> Path:
+    """The header plus 300 real rows spread over the year (every 1,000th flight)."""
+    path = tmp_path / "small.csv"
+    path.write_text("".join([raw_lines[0], *raw_lines[1::1000][:300]]))
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse holding the full real extract, loaded once for the session (read it only)."""
+    path = tmp_path_factory.mktemp("real") / "warehouse.duckdb"
+    load_raw_csv(RAW_CSV, warehouse_path=path)
+    return path

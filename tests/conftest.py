@@ -53,3 +53,19 @@ def real_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("real") / "warehouse.duckdb"
     load_raw_csv(RAW_CSV, warehouse_path=path)
     return path
+
+
+@pytest.fixture(scope="session")
+def real_datasets(real_warehouse: Path):
+    """Train / validation / test features built from the full real warehouse (read only)."""
+    import ft_engineering as fe
+
+    return fe.build_datasets(fe.scan_raw(real_warehouse))
+
+
+@pytest.fixture(scope="session")
+def raw_frame(real_warehouse: Path):
+    """The full raw table as a Polars DataFrame (read only)."""
+    import ft_engineering as fe
+
+    return fe.scan_raw(real_warehouse).collect()

@@ -17,7 +17,9 @@ def _code(notebook: str) -> str:
 
 def test_cargar_datos_runs_and_loads_the_warehouse(isolated_settings) -> None:
     notebook = execute(SRC_DIR / "Cargar_datos.ipynb")
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    errors = [
+        o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert not errors
     text = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "loaded 336,776 rows" in text
@@ -30,4 +32,6 @@ def test_notebook_is_committed_executed_and_imports_the_modules(notebook: str) -
     cells = json.loads((SRC_DIR / notebook).read_text())["cells"]
     code_cells = [c for c in cells if c["cell_type"] == "code"]
     assert all(c.get("execution_count") for c in code_cells), "commit the notebook executed"
-    assert "def " not in _code(notebook), "notebooks import functions from the modules, they do not define them"
+    assert "def " not in _code(notebook), (
+        "notebooks import functions from the modules, they do not define them"
+    )

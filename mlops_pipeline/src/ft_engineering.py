@@ -1,6 +1,332 @@
-"""Feature engineering: the Polars lazy pipeline from the raw warehouse table to the
-train / validation / test sets, shared with serving (DESIGN.md, "ft_engineering").
+"""Feature engineering: one Polars lazy pipeline from raw flights to model features.
 
-Not built yet: it follows the data contract that comprension_eda.ipynb derives.
-Importing this module does nothing.
+The same code path serves training (``build_datasets``) and scoring (``features`` on a
+scoring batch, with the state saved in the model artifact): there is one feature
+definition in the project.
+
+Pipeline, each step a small pure ``LazyFrame -> LazyFrame`` function chained with ``pipe``::
+
+    scan_raw ─▶ clean ─▶ add_schedule_context ─▶ add_weather_context ─▶ add_target (training only)
+                                                                      ─▶ encode(state) ─▶ collect once
+
+Features that depend on other rows (departures in the same hour at the origin, the
+aircraft's leg number in its day, the day's weather severity at the origin) are
+computed over windows partitioned by *flight date* (and origin or tail number). They
+are exact for any batch that holds every flight of the dates it contains, which is
+how the system scores: the production period is scored as one batch per flight date,
+matching how tonight's run scores tomorrow's complete schedule. A batch holding only
+part of a day's schedule gets the same code, but its congestion and leg counts only
+see the flights it holds (see ``BATCH_RULE``).
+
+No post-departure column (``data_contract.LEAKAGE_COLUMNS``) reaches a feature: the
+target is built from ``arr_delay``/``dep_time`` and those columns are dropped right
+after; ``FEATURES`` is checked against the leakage list by the tests.
+
+    python mlops_pipeline/src/ft_engineering.py     # split sizes, positive rates, feature list
 """
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from data_contract import LEAKAGE_COLUMNS, validate_raw
+from settings import get_settings
+from warehouse import connect
+
+logger = logging.getLogger(__name__)
+
+TARGET = "is_disrupted"
+DELAY_THRESHOLD_MIN = 15  # US DOT: arriving 15+ minutes late is "not on time"
+BATCH_RULE = "a scoring batch must hold every flight of each flight date it contains"
+
+# Time-ordered splits by flight date (inclusive bounds). Sep-Dec is also the
+# "production" period that the batch scorer scores day by day.
+SPLITS: dict[str, tuple[date, date]] = {
+    "train": (date(2013, 1, 1), date(2013, 6, 30)),
+    "validation": (date(2013, 7, 1), date(2013, 8, 31)),
+    "test": (date(2013, 9, 1), date(2013, 12, 31)),
+}
+
+# Federal holidays of 2013 (OPM); travel peaks around them.
+HOLIDAYS_2013 = [
+    date(2013, 1, 1), date(2013, 1, 21), date(2013, 2, 18), date(2013, 5, 27), date(2013, 7, 4),
+    date(2013, 9, 2), date(2013, 10, 14), date(2013, 11, 11), date(2013, 11, 28), date(2013, 12, 25),
+]  # fmt: skip
+
+CATEGORICAL_FEATURES = ["carrier", "origin", "dest", "manufacturer", "engine"]
+NUMERIC_FEATURES = [
+    # calendar and time of day
+    "day_of_week", "is_weekend", "days_to_holiday", "sched_dep_min", "sched_arr_min",
+    "sched_block_min", "arrives_next_day",
+    # route and aircraft
+    "distance", "plane_age", "seats", "engines",
+    # weather at the origin for the scheduled hour (absolute temperature, dew point, humidity
+    # and pressure are left out: they encode the season, which a Jan-Jun model cannot map to Sep-Dec)
+    "dewp_spread", "snow_now", "wind_dir", "wind_speed", "wind_gust", "precip", "visib",
+    # the day's weather severity at the origin, and the departure hours before this one
+    "day_precip_total", "day_precip_hours", "day_snow_hours", "day_lowvis_hours", "day_fog_hours",
+    "day_visib_min", "day_visib_mean", "day_wind_max", "day_gust_max", "day_pressure_range",
+    "prev3h_precip", "prev3h_visib_min",
+    # the day's weather across the three NYC airports (storms close the whole airspace)
+    "nyc_precip_total", "nyc_snow_hours", "nyc_lowvis_hours", "nyc_visib_mean", "nyc_gust_max",
+    # schedule congestion and aircraft rotation
+    "origin_hour_departures", "origin_day_departures", "carrier_origin_day_departures",
+    "tail_leg_number", "tail_legs_today", "mins_since_prev_leg",
+]  # fmt: skip
+FEATURES = [*NUMERIC_FEATURES, *CATEGORICAL_FEATURES]
+FREEZING_F = 34  # at or below this (deg F) precipitation falls as snow or freezing rain
+LOW_VISIBILITY_MI = 3  # below 3 statute miles, airports move to instrument approaches
+FOG_VISIBILITY_MI = 1
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class FeatureState:
+    """What ``fit_state`` learns from training data; saved as JSON in the model card."""
+
+    category_levels: dict[str, list[str]] = field(default_factory=dict)
+    min_category_count: int = 30
+    features: list[str] = field(default_factory=lambda: list(FEATURES))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureState:
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def scan_raw(warehouse_path: Path | None = None, table: str | None = None) -> pl.LazyFrame:
+    """The raw warehouse table as a LazyFrame (read once through Arrow; DuckDB stays closed)."""
+    table = table or get_settings().raw_table
+    with connect(warehouse_path, read_only=True) as con:
+        arrow = con.sql(f"SELECT * FROM {table}").to_arrow_table()
+    return pl.from_arrow(arrow).lazy()
+
+
+def hhmm_to_minutes(column: str) -> pl.Expr:
+    """HHMM integer (517 = 05:17, 2400 = midnight) to minutes after midnight, 0-1439."""
+    hhmm = pl.col(column)
+    return ((hhmm // 100) * 60 + hhmm % 100) % 1440
+
+
+def clean(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Types and corrections of the raw columns (the EDA's transformation list)."""
+    return lf.with_columns(
+        pl.date(pl.col("year"), pl.col("month"), pl.col("day")).alias("flight_date"),
+        hhmm_to_minutes("sched_dep_time").cast(pl.Int16).alias("sched_dep_min"),
+        hhmm_to_minutes("sched_arr_time").cast(pl.Int16).alias("sched_arr_min"),
+        # gusts are only reported when there are gusts: no gust means the sustained wind
+        pl.coalesce("wind_gust", "wind_speed").alias("wind_gust"),
+        # the weather source has a 1048 mph reading; anything above hurricane force is a sensor error
+        pl.when(pl.col("wind_speed") <= 100).then(pl.col("wind_speed")).alias("wind_speed"),
+        # a build year of 0 or in the future is unknown, not ancient
+        pl.when(pl.col("plane_year").is_between(1950, pl.col("year")))
+        .then(pl.col("year") - pl.col("plane_year"))
+        .alias("plane_age"),
+    )
+
+
+def add_target(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Disrupted = arrived 15+ min late, or cancelled (no dep_time) or diverted (departed, no arr_delay)."""
+    return lf.with_columns(
+        (pl.col("arr_delay").is_null() | (pl.col("arr_delay") >= DELAY_THRESHOLD_MIN))
+        .cast(pl.Int8)
+        .alias(TARGET)
+    )
+
+
+def drop_leakage(lf: pl.LazyFrame) -> pl.LazyFrame:
+    present = [c for c in LEAKAGE_COLUMNS if c in lf.collect_schema().names()]
+    return lf.drop(present)
+
+
+def add_calendar(lf: pl.LazyFrame) -> pl.LazyFrame:
+    holidays = pl.Series(HOLIDAYS_2013, dtype=pl.Date)
+    days_to = pl.min_horizontal([(pl.col("flight_date") - pl.lit(h)).dt.total_days().abs() for h in holidays])
+    return lf.with_columns(
+        pl.col("flight_date").dt.weekday().cast(pl.Int8).alias("day_of_week"),
+        (pl.col("flight_date").dt.weekday() >= 6).cast(pl.Int8).alias("is_weekend"),
+        days_to.cast(pl.Int16).alias("days_to_holiday"),
+        ((pl.col("sched_arr_min") - pl.col("sched_dep_min")) % 1440).cast(pl.Int16).alias("sched_block_min"),
+        (pl.col("sched_arr_min") < pl.col("sched_dep_min")).cast(pl.Int8).alias("arrives_next_day"),
+    )
+
+
+def add_schedule_context(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Congestion and aircraft rotation, from the day's schedule (windows per flight date)."""
+    day_origin = ["flight_date", "origin"]
+    tail_day = ["flight_date", "tailnum"]
+    has_tail = pl.col("tailnum").is_not_null()
+    prev_dep = pl.col("sched_dep_min").shift(1).over(tail_day, order_by="sched_dep_min")
+    return lf.with_columns(
+        pl.len().over([*day_origin, "hour"]).cast(pl.Int32).alias("origin_hour_departures"),
+        pl.len().over(day_origin).cast(pl.Int32).alias("origin_day_departures"),
+        pl.len().over([*day_origin, "carrier"]).cast(pl.Int32).alias("carrier_origin_day_departures"),
+        pl.when(has_tail)
+        .then(pl.col("sched_dep_min").rank("ordinal").over(tail_day))
+        .cast(pl.Int16)
+        .alias("tail_leg_number"),
+        pl.when(has_tail).then(pl.len().over(tail_day)).cast(pl.Int16).alias("tail_legs_today"),
+        pl.when(has_tail)
+        .then(pl.col("sched_dep_min") - prev_dep)
+        .cast(pl.Int16)
+        .alias("mins_since_prev_leg"),
+    )
+
+
+def add_weather_context(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """The day's weather severity at the origin and across NYC, and the hours before departure.
+
+    Built from the weather attached to the batch's own flights: one row per
+    (date, origin, hour) that has a departure, so it needs no other table.
+    """
+    hours = (
+        lf.select(
+            "flight_date", "origin", "hour", "temp", "precip", "visib", "wind_speed", "wind_gust", "pressure"
+        )
+        .unique(["flight_date", "origin", "hour"], keep="first")
+        .sort("flight_date", "origin", "hour")
+    )
+    snowing = (pl.col("precip") > 0) & (pl.col("temp") <= FREEZING_F)
+    severity = [
+        pl.col("precip").sum().alias("precip_total"),
+        snowing.sum().cast(pl.Int16).alias("snow_hours"),
+        (pl.col("visib") < LOW_VISIBILITY_MI).sum().cast(pl.Int16).alias("lowvis_hours"),
+        pl.col("visib").mean().alias("visib_mean"),
+        pl.col("wind_gust").max().alias("gust_max"),
+    ]
+    day = hours.group_by("flight_date", "origin").agg(
+        *severity,
+        (pl.col("precip") > 0).sum().cast(pl.Int16).alias("precip_hours"),
+        (pl.col("visib") < FOG_VISIBILITY_MI).sum().cast(pl.Int16).alias("fog_hours"),
+        pl.col("visib").min().alias("visib_min"),
+        pl.col("wind_speed").max().alias("wind_max"),
+        (pl.col("pressure").max() - pl.col("pressure").min()).alias("pressure_range"),
+    )
+    day = day.rename(
+        {c: f"day_{c}" for c in day.collect_schema().names() if c not in ("flight_date", "origin")}
+    )
+    nyc = hours.group_by("flight_date").agg(severity)
+    nyc = nyc.rename({c: f"nyc_{c}" for c in nyc.collect_schema().names() if c != "flight_date"})
+    # weather of the departure hours before this one (up to 3 h back) that the day's schedule covers
+    prev = hours.rolling("hour", period="3i", offset="-4i", group_by=["flight_date", "origin"]).agg(
+        pl.col("precip").sum().alias("prev3h_precip"),
+        pl.col("visib").min().alias("prev3h_visib_min"),
+    )
+    return (
+        lf.join(day, on=["flight_date", "origin"], how="left", maintain_order="left")
+        .join(nyc, on="flight_date", how="left", maintain_order="left")
+        .join(prev, on=["flight_date", "origin", "hour"], how="left", maintain_order="left")
+        .with_columns(
+            (pl.col("temp") - pl.col("dewp")).alias("dewp_spread"),
+            ((pl.col("precip") > 0) & (pl.col("temp") <= FREEZING_F)).cast(pl.Int8).alias("snow_now"),
+        )
+    )
+
+
+def engineer(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Every feature that needs no fitted state, for training and scoring alike."""
+    return lf.pipe(clean).pipe(add_calendar).pipe(add_schedule_context).pipe(add_weather_context)
+
+
+# --------------------------------------------------------------------------- fitted state
+
+
+def fit_state(train: pl.DataFrame, min_count: int = 30) -> FeatureState:
+    """Learn category levels (seen at least ``min_count`` times) from *training* rows only;
+    rarer or new categories are "unknown" at scoring time. Missing numeric values stay
+    null: LightGBM routes them natively, and other models impute inside their pipeline."""
+    levels = {}
+    for column in CATEGORICAL_FEATURES:
+        counts = (
+            train.group_by(column).len().filter(pl.col(column).is_not_null() & (pl.col("len") >= min_count))
+        )
+        levels[column] = sorted(counts[column].to_list())
+    return FeatureState(levels, min_count, list(FEATURES))
+
+
+def encode(lf: pl.LazyFrame, state: FeatureState) -> pl.LazyFrame:
+    """Apply fitted state: categories to integer codes; an unseen category becomes null
+    (the model's "missing" branch) and is flagged in ``unknown_<column>``."""
+    exprs = []
+    for column in CATEGORICAL_FEATURES:
+        levels = state.category_levels[column]
+        code = pl.col(column).replace_strict(
+            levels, list(range(len(levels))), default=None, return_dtype=pl.Int32
+        )
+        exprs.append(code.alias(column))
+        exprs.append((pl.col(column).is_not_null() & code.is_null()).alias(f"unknown_{column}"))
+    return lf.with_columns(exprs)
+
+
+def features(lf: pl.LazyFrame, state: FeatureState) -> pl.LazyFrame:
+    """Scoring-time features for a batch of scoring-input rows: the model's columns plus flags."""
+    return lf.pipe(drop_leakage).pipe(engineer).pipe(encode, state)
+
+
+def to_matrix(frame: pl.DataFrame):
+    """The model input: ``FEATURES`` in order, float64, C-contiguous (what LightGBM and lleaves expect)."""
+    import numpy as np
+
+    return np.ascontiguousarray(frame.select(FEATURES).cast(pl.Float64).to_numpy())
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class Datasets:
+    train: pl.DataFrame
+    validation: pl.DataFrame
+    test: pl.DataFrame
+    state: FeatureState
+
+    def splits(self) -> dict[str, pl.DataFrame]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+def split_by_date(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    return {
+        name: frame.filter(pl.col("flight_date").is_between(start, end)).sort("flight_date", "sched_dep_min")
+        for name, (start, end) in SPLITS.items()
+    }
+
+
+def build_datasets(raw: pl.LazyFrame | None = None) -> Datasets:
+    """Raw -> contract check -> engineered features + target -> time splits; state fitted on train only."""
+    raw = scan_raw() if raw is None else raw
+    checked = validate_raw(raw).lazy()  # a ContractViolation names column, rule and row count
+    # target first: it needs arr_delay, which drop_leakage removes before any feature is built
+    engineered = checked.pipe(add_target).pipe(drop_leakage).pipe(engineer).collect()
+    parts = split_by_date(engineered)
+    state = fit_state(parts["train"])
+    encoded = {name: encode(part.lazy(), state).collect() for name, part in parts.items()}
+    return Datasets(encoded["train"], encoded["validation"], encoded["test"], state)
+
+
+def main() -> None:
+    data = build_datasets()
+    print(f"{'split':<11} {'from':<10} {'to':<10} {'rows':>8} {'positive rate':>14}")
+    for name, frame in data.splits().items():
+        start, end = SPLITS[name]
+        print(f"{name:<11} {start} {end} {frame.height:>8,} {frame[TARGET].mean():>14.3f}")
+    print(f"\n{len(FEATURES)} features ({len(CATEGORICAL_FEATURES)} categorical):")
+    for name in FEATURES:
+        print(f"  {name}{'  [categorical]' if name in CATEGORICAL_FEATURES else ''}")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main()

@@ -2,9 +2,9 @@
 
     python mlops_pipeline/src/pipeline.py
 
-Stages today: load ``Base_de_datos.csv`` into the warehouse. Training, scoring and
-monitoring join this list as they are built; each stage is a plain function call
-into its module, so this file only decides the order.
+Stages: load ``Base_de_datos.csv`` into the warehouse, then train, compare and save the
+best model. Scoring and monitoring join this list as they are built; each stage is a
+plain function call into its module, so this file only decides the order.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
+import model_training_evaluation
 from settings import get_settings
 from warehouse import load_raw_csv
 
@@ -25,6 +26,17 @@ def run() -> None:
     print(
         f"[load] {result.row_count:,} rows from {result.file_name} (sha256 {result.sha256[:12]}...) "
         f"into {settings.warehouse_path.name}:{result.table} in {time.perf_counter() - started:.1f}s"
+    )
+
+    started = time.perf_counter()
+    training = model_training_evaluation.run()
+    best = training.best
+    print(
+        f"[train] {len(training.results)} candidates; selected {best.name} as model {training.version}: "
+        f"validation ROC-AUC {best.metrics['validation']['roc_auc']:.4f}, "
+        f"test (Sep-Dec) ROC-AUC {best.metrics['test']['roc_auc']:.4f}, threshold {best.threshold['value']}; "
+        f"reports in {training.report_dir.relative_to(settings.artifacts_dir.parent)} "
+        f"in {time.perf_counter() - started:.0f}s"
     )
 
 

@@ -32,7 +32,13 @@ class Settings(BaseSettings):
     artifacts_dir: Path = REPO_ROOT / "artifacts"
     lake_dir: Path = REPO_ROOT / "lake"
 
+    # Training. The decision threshold minimises expected cost on validation data:
+    # missing a disruption (no buffer, stranded connections) is costed at 3 unneeded
+    # buffers (a crew/gate reserve that was not used).
     seed: int = 42
+    cost_missed_disruption: float = 3.0
+    cost_unneeded_buffer: float = 1.0
+    n_threads: int = 2
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,157 @@
+"""The model artifact: one folder per model version, verified by SHA-256 on every load.
+
+    artifacts/models/<version>/
+        model.txt               LightGBM's native text format (never pickle: DESIGN property 8)
+        model_card.json         version, data hash, time ranges, features, input schema,
+                                fitted feature state, threshold, metrics, library versions
+        reference_profile.json  what monitoring compares production against
+        SHA256SUMS              "<sha256>  <file>" for the three files above
+    artifacts/models/LATEST     the version the scorer loads by default
+
+A version folder is written under a temporary name and renamed into place, so a reader
+never sees half an artifact; ``LATEST`` is replaced atomically after that. Loading
+accepts a version *name* only (never a path), so nothing outside the artifact folder is
+ever deserialised, and refuses any file whose checksum does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+
+from ft_engineering import FeatureState
+from settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.txt"
+CARD_FILE = "model_card.json"
+PROFILE_FILE = "reference_profile.json"
+CHECKSUMS_FILE = "SHA256SUMS"
+LATEST_FILE = "LATEST"
+ARTIFACT_FILES = (MODEL_FILE, CARD_FILE, PROFILE_FILE)
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class ArtifactError(Exception):
+    """A model artifact that is missing, malformed or fails its checksum."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    path: Path
+    booster: lgb.Booster
+    card: dict[str, Any]
+    profile: dict[str, Any]
+    model_sha256: str
+
+    @property
+    def version(self) -> str:
+        return self.card["version"]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card["threshold"]["value"])
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.card["features"])
+
+    @property
+    def feature_state(self) -> FeatureState:
+        return FeatureState.from_dict(self.card["feature_state"])
+
+
+def models_dir() -> Path:
+    return get_settings().artifacts_dir / "models"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_version(version: str) -> str:
+    if not VERSION_PATTERN.fullmatch(version or ""):
+        raise ArtifactError(
+            f"invalid model version {version!r}: a name like 'lgbm-20130630-1a2b3c4d', not a path"
+        )
+    return version
+
+
+def save_artifact(version: str, model_text: str, card: dict[str, Any], profile: dict[str, Any]) -> Path:
+    """Publish a new version folder and point LATEST at it; refuses to overwrite a version."""
+    root = models_dir()
+    final = root / _check_version(version)
+    if final.exists():
+        raise ArtifactError(f"model version {version} already exists at {final}")
+    staging = root / f".{version}.{uuid.uuid4().hex}.tmp"
+    staging.mkdir(parents=True)
+    try:
+        payloads = {
+            MODEL_FILE: model_text.encode(),
+            CARD_FILE: json.dumps(card, indent=2, sort_keys=True).encode(),
+            PROFILE_FILE: json.dumps(profile, indent=2, sort_keys=True).encode(),
+        }
+        for name, data in payloads.items():
+            (staging / name).write_bytes(data)
+        sums = "".join(f"{_sha256(data)}  {name}\n" for name, data in payloads.items())
+        (staging / CHECKSUMS_FILE).write_text(sums)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    latest_tmp = root / f".{LATEST_FILE}.{uuid.uuid4().hex}.tmp"
+    latest_tmp.write_text(version + "\n")
+    os.replace(latest_tmp, root / LATEST_FILE)
+    logger.info("saved model %s to %s", version, final)
+    return final
+
+
+def latest_version() -> str:
+    pointer = models_dir() / LATEST_FILE
+    if not pointer.exists():
+        raise ArtifactError(f"no trained model: {pointer} is missing (run model_training_evaluation.py)")
+    return pointer.read_text().strip()
+
+
+def verify(folder: Path) -> dict[str, str]:
+    """Check every artifact file against SHA256SUMS; return {file: sha256}."""
+    sums_path = folder / CHECKSUMS_FILE
+    if not sums_path.exists():
+        raise ArtifactError(f"{folder.name}: {CHECKSUMS_FILE} is missing")
+    expected = {}
+    for line in sums_path.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        expected[name] = digest
+    for name in ARTIFACT_FILES:
+        path = folder / name
+        if name not in expected or not path.exists():
+            raise ArtifactError(f"{folder.name}: {name} is missing from the artifact")
+        if _sha256(path.read_bytes()) != expected[name]:
+            raise ArtifactError(f"{folder.name}: {name} does not match its SHA-256; refusing to load it")
+    return expected
+
+
+def load_artifact(version: str | None = None) -> ModelArtifact:
+    """Load a model version (default: LATEST) after verifying every file's checksum."""
+    version = _check_version(latest_version() if version is None else version)
+    folder = models_dir() / version
+    if not folder.is_dir():
+        raise ArtifactError(f"model version {version} not found in {models_dir()}")
+    sums = verify(folder)
+    booster = lgb.Booster(model_str=(folder / MODEL_FILE).read_text())
+    card = json.loads((folder / CARD_FILE).read_text())
+    profile = json.loads((folder / PROFILE_FILE).read_text())
+    if card.get("version") != version:
+        raise ArtifactError(f"{version}: the model card names version {card.get('version')!r}")
+    return ModelArtifact(folder, booster, card, profile, sums[MODEL_FILE])

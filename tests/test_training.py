@@ -1,0 +1,198 @@
+"""model_training_evaluation and model_artifact: metrics, models, threshold, artifact, a small run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.base import clone
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    brier_score_loss,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+import ft_engineering as fe
+import model_training_evaluation as mte
+from model_artifact import (
+    CARD_FILE,
+    CHECKSUMS_FILE,
+    MODEL_FILE,
+    PROFILE_FILE,
+    ArtifactError,
+    load_artifact,
+    models_dir,
+)
+
+Y_TRUE = np.array([0, 0, 1, 1, 0, 1, 0, 1, 1, 0])
+Y_SCORE = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.6, 0.55, 0.3, 0.05])
+
+
+def test_summarize_classification_matches_scikit_learn() -> None:
+    got = mte.summarize_classification(Y_TRUE, Y_SCORE, threshold=0.5)
+    pred = (Y_SCORE >= 0.5).astype(int)
+    assert got["roc_auc"] == pytest.approx(roc_auc_score(Y_TRUE, Y_SCORE))
+    assert got["pr_auc"] == pytest.approx(average_precision_score(Y_TRUE, Y_SCORE))
+    assert got["log_loss"] == pytest.approx(log_loss(Y_TRUE, Y_SCORE))
+    assert got["brier"] == pytest.approx(brier_score_loss(Y_TRUE, Y_SCORE))
+    assert got["precision"] == pytest.approx(precision_score(Y_TRUE, pred))
+    assert got["recall"] == pytest.approx(recall_score(Y_TRUE, pred))
+    assert got["f1"] == pytest.approx(f1_score(Y_TRUE, pred))
+    assert got["accuracy"] == pytest.approx(accuracy_score(Y_TRUE, pred))
+    assert got["positive_rate"] == pytest.approx(0.4)
+    # known values: 3 of the 4 flagged are positives, 3 of the 5 positives are flagged
+    assert got["precision"] == pytest.approx(0.75) and got["recall"] == pytest.approx(0.6)
+
+
+def test_summarize_classification_one_class_gives_nan_auc() -> None:
+    got = mte.summarize_classification(np.zeros(5), np.linspace(0, 1, 5), 0.5)
+    assert np.isnan(got["roc_auc"]) and got["accuracy"] == pytest.approx(0.4)  # 3 of 5 flagged
+
+
+def test_choose_threshold_minimises_the_stated_cost() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2_000)
+    score = np.clip(y * 0.3 + rng.random(2_000) * 0.7, 0, 1)
+    chosen = mte.choose_threshold(y, score, cost_fn=3.0, cost_fp=1.0)
+
+    def cost(t: float) -> float:
+        return (3.0 * np.sum((score < t) & (y == 1)) + np.sum((score >= t) & (y == 0))) / len(y)
+
+    assert chosen["expected_cost_per_flight"] == pytest.approx(cost(chosen["value"]))
+    assert all(cost(t) >= chosen["expected_cost_per_flight"] - 1e-12 for t in np.arange(0.02, 0.98, 0.005))
+    # a dearer miss never raises the threshold
+    assert mte.choose_threshold(y, score, 10.0, 1.0)["value"] <= chosen["value"]
+
+
+@pytest.mark.parametrize("name", mte.CANDIDATES)
+def test_build_model_returns_an_unfitted_estimator(name: str) -> None:
+    model = mte.build_model(name)
+    assert hasattr(model, "fit") and hasattr(model, "predict_proba")
+    clone(model)  # a proper scikit-learn estimator
+    X = np.random.default_rng(1).random((400, len(fe.FEATURES)))
+    X[:, mte.CATEGORICAL_INDEX] = np.floor(X[:, mte.CATEGORICAL_INDEX] * 5)
+    y = (X[:, 0] > 0.5).astype(int)
+    params = {"n_estimators": 5, "min_child_samples": 5} if name == "lightgbm" else {}
+    fitted = mte.build_model(name, params).fit(X, y)
+    assert fitted.predict_proba(X).shape == (400, 2)
+
+
+def test_build_model_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        mte.build_model("xgboost")
+
+
+@pytest.fixture(scope="module")
+def small_run(real_datasets, tmp_path_factory):
+    """Train every candidate on 10 % of each split with a one-point grid, into a temp artifacts dir."""
+    mp = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("train")
+    mp.setenv("MLOPS_ARTIFACTS_DIR", str(folder / "artifacts"))
+    from settings import get_settings
+
+    get_settings.cache_clear()
+    sample = fe.Datasets(
+        *(s.sample(fraction=0.1, seed=7).sort("flight_date") for s in real_datasets.splits().values()),
+        real_datasets.state,
+    )
+    grid = [{"n_estimators": 60, "num_leaves": 15}]
+    first = mte.run(sample, grid)
+    second = mte.run(sample, grid)
+    yield first, second, sample
+    mp.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def run_settings(small_run, monkeypatch):
+    first, *_ = small_run
+    monkeypatch.setenv("MLOPS_ARTIFACTS_DIR", str(first.report_dir.parents[1]))
+    from settings import get_settings
+
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def test_small_run_selects_lightgbm_and_writes_reports(small_run) -> None:
+    first, _, _ = small_run
+    assert first.best.name == "lightgbm"
+    assert set(first.table["model"]) == set(mte.CANDIDATES)
+    for name in ["summary.md", "summary.csv", "roc_pr.png", "calibration.png", "metric_bars.png",
+                 "monthly_auc.png", "feature_importance.png"]:  # fmt: skip
+        assert (first.report_dir / name).stat().st_size > 0
+    assert first.best.metrics["test"]["roc_auc"] > 0.65  # a real model, even on 10 % of the data
+    baseline = next(r for r in first.results if r.name == "baseline")
+    assert baseline.metrics["test"]["roc_auc"] == pytest.approx(0.5)
+
+
+def test_training_is_reproducible(small_run) -> None:
+    first, second, _ = small_run
+    assert first.version == second.version
+    assert np.array_equal(first.best.scores["test"], second.best.scores["test"])
+
+
+def test_artifact_round_trip(small_run, run_settings) -> None:
+    first, _, sample = small_run
+    artifact = load_artifact()  # LATEST
+    assert artifact.version == first.version
+    X = fe.to_matrix(sample.test)
+    assert np.allclose(artifact.booster.predict(X), first.best.scores["test"], rtol=0, atol=1e-12)
+    card = artifact.card
+    assert card["features"] == fe.FEATURES
+    assert artifact.feature_state == sample.state
+    assert card["threshold"]["chosen_on"] == "validation"
+    assert set(card["metrics"]) == {"train", "validation", "test"}
+    assert card["time_ranges"]["train"]["to"] <= "2013-06-30"
+    assert "dep_time" not in card["input_schema"] and "sched_dep_time" in card["input_schema"]
+    assert len(card["training_data_sha256"]) == 64 and "lightgbm" in card["library_versions"]
+    profile = artifact.profile
+    assert set(profile["features"]) == set(fe.FEATURES)
+    numeric = profile["features"]["sched_dep_min"]
+    assert len(numeric["shares"]) == len(numeric["edges"]) + 1 and sum(numeric["shares"]) == pytest.approx(1)
+    assert sum(profile["features"]["origin"]["shares"].values()) == pytest.approx(1)
+    assert sum(profile["score"]["shares"]) == pytest.approx(1)
+
+
+@pytest.mark.parametrize("name", [MODEL_FILE, CARD_FILE, PROFILE_FILE])
+def test_a_tampered_file_is_refused(small_run, run_settings, name: str) -> None:
+    folder = models_dir() / small_run[0].version
+    path = folder / name
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original.replace(b"0", b"1", 1))
+        with pytest.raises(ArtifactError, match="SHA-256"):
+            load_artifact(small_run[0].version)
+    finally:
+        path.write_bytes(original)
+    load_artifact(small_run[0].version)  # intact again
+
+
+def test_missing_checksums_are_refused(small_run, run_settings) -> None:
+    folder = models_dir() / small_run[0].version
+    sums = folder / CHECKSUMS_FILE
+    original = sums.read_bytes()
+    sums.unlink()
+    try:
+        with pytest.raises(ArtifactError, match="SHA256SUMS"):
+            load_artifact(small_run[0].version)
+    finally:
+        sums.write_bytes(original)
+
+
+@pytest.mark.parametrize("version", ["../x", "/etc/passwd", "a/b", ""])
+def test_versions_are_names_not_paths(run_settings, version: str) -> None:
+    with pytest.raises(ArtifactError):
+        load_artifact(version)
+
+
+def test_model_card_is_plain_json(small_run, run_settings) -> None:
+    card = json.loads((models_dir() / small_run[0].version / CARD_FILE).read_text())
+    assert pl.DataFrame(card["candidates"]).height == len(mte.CANDIDATES)

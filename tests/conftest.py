@@ -69,3 +69,35 @@ def raw_frame(real_warehouse: Path):
     import ft_engineering as fe
 
     return fe.scan_raw(real_warehouse).collect()
+
+
+@pytest.fixture(scope="session")
+def trained(real_datasets, tmp_path_factory):
+    """A real model artifact trained once per session on 10 % of each split (small grid).
+
+    Returns (TrainingRun, sample Datasets, artifacts dir); use the ``use_trained`` fixture
+    to point a test's settings at that artifacts dir.
+    """
+    import ft_engineering as fe
+    import model_training_evaluation as mte
+
+    folder = tmp_path_factory.mktemp("trained") / "artifacts"
+    sample = fe.Datasets(
+        *(s.sample(fraction=0.1, seed=7).sort("flight_date") for s in real_datasets.splits().values()),
+        real_datasets.state,
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_ARTIFACTS_DIR", str(folder))
+        get_settings.cache_clear()
+        run = mte.run(sample, [{"n_estimators": 60, "num_leaves": 15}])
+    get_settings.cache_clear()
+    return run, sample, folder
+
+
+@pytest.fixture
+def use_trained(trained, monkeypatch: pytest.MonkeyPatch):
+    """Settings pointing at the session's trained artifact (warehouse and lake stay per test)."""
+    monkeypatch.setenv("MLOPS_ARTIFACTS_DIR", str(trained[2]))
+    get_settings.cache_clear()
+    yield trained[0]
+    get_settings.cache_clear()

@@ -116,3 +116,19 @@ def test_build_datasets_enforces_the_raw_contract(raw_frame) -> None:
     failure = next(f for f in caught.value.failures if f.column == "month")
     assert failure.rule == "in_range(1, 12)"
     assert failure.failing_rows == raw_frame.filter(pl.col("day") == 5).height
+
+
+def test_features_do_not_depend_on_row_order(raw_frame, real_datasets) -> None:
+    day = raw_frame.filter(pl.col("month") == 12, pl.col("day") == 17).drop(fe.LEAKAGE_COLUMNS)
+    key = list(FLIGHT_KEY)
+    in_order = fe.features(day.lazy(), real_datasets.state).collect().sort(key)
+    shuffled = fe.features(
+        day.sample(fraction=1.0, shuffle=True, seed=3).lazy(), real_datasets.state
+    ).collect()
+    assert_frame_equal(in_order.select(fe.FEATURES), shuffled.sort(key).select(fe.FEATURES))
+
+
+def test_flights_without_a_tail_number_look_like_single_leg_aircraft(raw_frame, real_datasets) -> None:
+    """Only cancelled flights lack a tail number: a null leg count would leak the outcome."""
+    no_tail = fe.features(raw_frame.filter(pl.col("tailnum").is_null()).lazy(), real_datasets.state).collect()
+    assert (no_tail["tail_leg_number"] == 1).all() and (no_tail["tail_legs_today"] == 1).all()

@@ -30,6 +30,7 @@ from model_artifact import (
     load_artifact,
     models_dir,
 )
+from settings import get_settings
 
 Y_TRUE = np.array([0, 0, 1, 1, 0, 1, 0, 1, 1, 0])
 Y_SCORE = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.6, 0.55, 0.3, 0.05])
@@ -90,35 +91,20 @@ def test_build_model_rejects_unknown_names() -> None:
 
 
 @pytest.fixture(scope="module")
-def small_run(real_datasets, tmp_path_factory):
-    """Train every candidate on 10 % of each split with a one-point grid, into a temp artifacts dir."""
-    mp = pytest.MonkeyPatch()
-    folder = tmp_path_factory.mktemp("train")
-    mp.setenv("MLOPS_ARTIFACTS_DIR", str(folder / "artifacts"))
-    from settings import get_settings
-
+def small_run(trained):
+    """The session's trained run, plus a second identical run to check reproducibility."""
+    first, sample, folder = trained
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_ARTIFACTS_DIR", str(folder.parent / "again"))
+        get_settings.cache_clear()
+        second = mte.run(sample, [{"n_estimators": 60, "num_leaves": 15}])
     get_settings.cache_clear()
-    sample = fe.Datasets(
-        *(s.sample(fraction=0.1, seed=7).sort("flight_date") for s in real_datasets.splits().values()),
-        real_datasets.state,
-    )
-    grid = [{"n_estimators": 60, "num_leaves": 15}]
-    first = mte.run(sample, grid)
-    second = mte.run(sample, grid)
-    yield first, second, sample
-    mp.undo()
-    get_settings.cache_clear()
+    return first, second, sample
 
 
 @pytest.fixture
-def run_settings(small_run, monkeypatch):
-    first, *_ = small_run
-    monkeypatch.setenv("MLOPS_ARTIFACTS_DIR", str(first.report_dir.parents[1]))
-    from settings import get_settings
-
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
+def run_settings(use_trained):
+    return get_settings()
 
 
 def test_small_run_selects_lightgbm_and_writes_reports(small_run) -> None:

@@ -41,6 +41,9 @@ from warehouse import connect
 
 logger = logging.getLogger(__name__)
 
+# Bump when a feature's definition changes: a model trained under another version is refused
+# at load time instead of silently scoring features it never saw.
+FEATURE_VERSION = 2
 TARGET = "is_disrupted"
 DELAY_THRESHOLD_MIN = 15  # US DOT: arriving 15+ minutes late is "not on time"
 BATCH_RULE = "a scoring batch must hold every flight of each flight date it contains"
@@ -95,6 +98,7 @@ class FeatureState:
     category_levels: dict[str, list[str]] = field(default_factory=dict)
     min_category_count: int = 30
     features: list[str] = field(default_factory=lambda: list(FEATURES))
+    feature_version: int = FEATURE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,25 +169,41 @@ def add_calendar(lf: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def add_schedule_context(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Congestion and aircraft rotation, from the day's schedule (windows per flight date)."""
+    """Congestion and aircraft rotation, from the day's schedule (windows per flight date).
+
+    Every expression is independent of row order (ties share a leg number), so any
+    ordering of a day's flights gives the same features. A flight without a tail number
+    counts as a single-leg aircraft: in the data only cancelled flights lack one, so a
+    null here would hand the model the outcome.
+    """
     day_origin = ["flight_date", "origin"]
     tail_day = ["flight_date", "tailnum"]
     has_tail = pl.col("tailnum").is_not_null()
-    prev_dep = pl.col("sched_dep_min").shift(1).over(tail_day, order_by="sched_dep_min")
+    # the aircraft's previous distinct departure time that day
+    departures = (
+        lf.filter(has_tail)
+        .select(*tail_day, "sched_dep_min")
+        .unique()
+        .with_columns(
+            (
+                pl.col("sched_dep_min")
+                - pl.col("sched_dep_min").shift(1).over(tail_day, order_by="sched_dep_min")
+            )
+            .cast(pl.Int16)
+            .alias("mins_since_prev_leg")
+        )
+    )
     return lf.with_columns(
         pl.len().over([*day_origin, "hour"]).cast(pl.Int32).alias("origin_hour_departures"),
         pl.len().over(day_origin).cast(pl.Int32).alias("origin_day_departures"),
         pl.len().over([*day_origin, "carrier"]).cast(pl.Int32).alias("carrier_origin_day_departures"),
         pl.when(has_tail)
-        .then(pl.col("sched_dep_min").rank("ordinal").over(tail_day))
+        .then(pl.col("sched_dep_min").rank("min").over(tail_day))
+        .otherwise(1)
         .cast(pl.Int16)
         .alias("tail_leg_number"),
-        pl.when(has_tail).then(pl.len().over(tail_day)).cast(pl.Int16).alias("tail_legs_today"),
-        pl.when(has_tail)
-        .then(pl.col("sched_dep_min") - prev_dep)
-        .cast(pl.Int16)
-        .alias("mins_since_prev_leg"),
-    )
+        pl.when(has_tail).then(pl.len().over(tail_day)).otherwise(1).cast(pl.Int16).alias("tail_legs_today"),
+    ).join(departures, on=[*tail_day, "sched_dep_min"], how="left", maintain_order="left", nulls_equal=False)
 
 
 def add_weather_context(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -200,11 +220,14 @@ def add_weather_context(lf: pl.LazyFrame) -> pl.LazyFrame:
         .sort("flight_date", "origin", "hour")
     )
     snowing = (pl.col("precip") > 0) & (pl.col("temp") <= FREEZING_F)
+    # Float sums and means depend on the order Polars adds them in, which depends on the
+    # batch; rounding makes them identical however a day's rows are batched (the model
+    # splits on exact values, so 1e-17 can flip a prediction).
     severity = [
-        pl.col("precip").sum().alias("precip_total"),
+        pl.col("precip").sum().round(6).alias("precip_total"),
         snowing.sum().cast(pl.Int16).alias("snow_hours"),
         (pl.col("visib") < LOW_VISIBILITY_MI).sum().cast(pl.Int16).alias("lowvis_hours"),
-        pl.col("visib").mean().alias("visib_mean"),
+        pl.col("visib").mean().round(6).alias("visib_mean"),
         pl.col("wind_gust").max().alias("gust_max"),
     ]
     day = hours.group_by("flight_date", "origin").agg(
@@ -222,7 +245,7 @@ def add_weather_context(lf: pl.LazyFrame) -> pl.LazyFrame:
     nyc = nyc.rename({c: f"nyc_{c}" for c in nyc.collect_schema().names() if c != "flight_date"})
     # weather of the departure hours before this one (up to 3 h back) that the day's schedule covers
     prev = hours.rolling("hour", period="3i", offset="-4i", group_by=["flight_date", "origin"]).agg(
-        pl.col("precip").sum().alias("prev3h_precip"),
+        pl.col("precip").sum().round(6).alias("prev3h_precip"),
         pl.col("visib").min().alias("prev3h_visib_min"),
     )
     return (
@@ -254,7 +277,7 @@ def fit_state(train: pl.DataFrame, min_count: int = 30) -> FeatureState:
             train.group_by(column).len().filter(pl.col(column).is_not_null() & (pl.col("len") >= min_count))
         )
         levels[column] = sorted(counts[column].to_list())
-    return FeatureState(levels, min_count, list(FEATURES))
+    return FeatureState(levels, min_count, list(FEATURES), FEATURE_VERSION)
 
 
 def encode(lf: pl.LazyFrame, state: FeatureState) -> pl.LazyFrame:

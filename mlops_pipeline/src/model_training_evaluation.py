@@ -87,6 +87,7 @@ NUMERIC_INDEX = [fe.FEATURES.index(c) for c in fe.NUMERIC_FEATURES]
 
 LGBM_PARAMS: dict[str, Any] = {
     "objective": "binary",
+    "metric": "auc",  # early stopping and tuning both judge validation ROC-AUC
     "n_estimators": 3000,  # an upper bound: early stopping on validation picks the rounds
     "learning_rate": 0.05,
     "num_leaves": 31,
@@ -271,13 +272,9 @@ def _fit(name: str, params: dict[str, Any], m: Matrices, desc: str):
             m.y["train"],
             eval_X=(m.X["validation"],),
             eval_y=(m.y["validation"],),
-            eval_metric="auc",
             feature_name=fe.FEATURES,
             categorical_feature=CATEGORICAL_INDEX,
-            callbacks=[
-                lgb.early_stopping(EARLY_STOPPING_ROUNDS, first_metric_only=False, verbose=False),
-                progress,
-            ],
+            callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False), progress],
         )
         progress.bar.close()
     else:

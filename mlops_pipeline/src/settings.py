@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     cost_unneeded_buffer: float = 1.0
     n_threads: int = 2
 
+    # Scoring: use the lleaves-compiled model when it verifies against LightGBM (fast_predict.py).
+    fast_predict: bool = True
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 # Bump when a feature's definition changes: a model trained under another version is refused
 # at load time instead of silently scoring features it never saw.
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 TARGET = "is_disrupted"
 DELAY_THRESHOLD_MIN = 15  # US DOT: arriving 15+ minutes late is "not on time"
 BATCH_RULE = "a scoring batch must hold every flight of each flight date it contains"
@@ -69,9 +69,11 @@ NUMERIC_FEATURES = [
     "sched_block_min", "arrives_next_day",
     # route and aircraft
     "distance", "plane_age", "seats", "engines",
-    # weather at the origin for the scheduled hour (absolute temperature, dew point, humidity
-    # and pressure are left out: they encode the season, which a Jan-Jun model cannot map to Sep-Dec)
+    # weather at the origin for the scheduled hour (absolute temperature, dew point and
+    # humidity are left out: they encode the season, which a Jan-Jun model cannot map to
+    # Sep-Dec; pressure does not, and a missing pressure marks wet, foggy hours in the EDA)
     "dewp_spread", "snow_now", "wind_dir", "wind_speed", "wind_gust", "precip", "visib",
+    "pressure", "pressure_missing",
     # the day's weather severity at the origin, and the departure hours before this one
     "day_precip_total", "day_precip_hours", "day_snow_hours", "day_lowvis_hours", "day_fog_hours",
     "day_visib_min", "day_visib_mean", "day_wind_max", "day_gust_max", "day_pressure_range",
@@ -175,35 +177,55 @@ def add_schedule_context(lf: pl.LazyFrame) -> pl.LazyFrame:
     ordering of a day's flights gives the same features. A flight without a tail number
     counts as a single-leg aircraft: in the data only cancelled flights lack one, so a
     null here would hand the model the outcome.
+
+    The rotation features come from one sort of the batch by (date, tail, departure time),
+    stacked back beside the flights in their original order: per-group ranks and a join
+    that gathers every column of the batch cost three times as much.
     """
     day_origin = ["flight_date", "origin"]
-    tail_day = ["flight_date", "tailnum"]
-    has_tail = pl.col("tailnum").is_not_null()
-    # the aircraft's previous distinct departure time that day
-    departures = (
-        lf.filter(has_tail)
-        .select(*tail_day, "sched_dep_min")
-        .unique()
+    dep = pl.col("sched_dep_min")
+    position = pl.int_range(pl.len(), dtype=pl.UInt32)
+    # A new aircraft-day starts wherever the date or the tail changes; a flight without a
+    # tail number is an aircraft-day of its own (a comparison with null is null: filled True).
+    new_tail = (
+        (pl.col("flight_date") != pl.col("flight_date").shift(1))
+        | (pl.col("tailnum") != pl.col("tailnum").shift(1))
+    ).fill_null(True)
+    new_time = pl.col("_new_tail") | (dep != dep.shift(1)).fill_null(True)
+    rotation = (
+        lf.select(position.alias("_row"), "flight_date", "tailnum", "sched_dep_min")
+        .sort("flight_date", "tailnum", "sched_dep_min")
+        .with_columns(new_tail.alias("_new_tail"))
         .with_columns(
-            (
-                pl.col("sched_dep_min")
-                - pl.col("sched_dep_min").shift(1).over(tail_day, order_by="sched_dep_min")
-            )
+            new_time.alias("_new_time"),
+            pl.when(pl.col("_new_tail")).then(position).forward_fill().alias("_day_start"),
+        )
+        .select(
+            "_row",
+            # the aircraft's legs before this departure time that day, plus one (rank "min")
+            (pl.when(pl.col("_new_time")).then(position).forward_fill() - pl.col("_day_start") + 1)
             .cast(pl.Int16)
-            .alias("mins_since_prev_leg")
+            .alias("tail_leg_number"),
+            pl.len().over("_day_start").cast(pl.Int16).alias("tail_legs_today"),
+            # minutes since its previous distinct departure time; -1 marks the day's first
+            pl.when(pl.col("_new_time"))
+            .then(pl.when(pl.col("_new_tail")).then(-1).otherwise(dep - dep.shift(1)))
+            .forward_fill()
+            .alias("_gap"),
+        )
+        .sort("_row")
+        .select(
+            "tail_leg_number",
+            "tail_legs_today",
+            pl.when(pl.col("_gap") >= 0).then(pl.col("_gap")).cast(pl.Int16).alias("mins_since_prev_leg"),
         )
     )
-    return lf.with_columns(
+    counts = lf.with_columns(
         pl.len().over([*day_origin, "hour"]).cast(pl.Int32).alias("origin_hour_departures"),
         pl.len().over(day_origin).cast(pl.Int32).alias("origin_day_departures"),
         pl.len().over([*day_origin, "carrier"]).cast(pl.Int32).alias("carrier_origin_day_departures"),
-        pl.when(has_tail)
-        .then(pl.col("sched_dep_min").rank("min").over(tail_day))
-        .otherwise(1)
-        .cast(pl.Int16)
-        .alias("tail_leg_number"),
-        pl.when(has_tail).then(pl.len().over(tail_day)).otherwise(1).cast(pl.Int16).alias("tail_legs_today"),
-    ).join(departures, on=[*tail_day, "sched_dep_min"], how="left", maintain_order="left", nulls_equal=False)
+    )
+    return pl.concat([counts, rotation], how="horizontal")
 
 
 def add_weather_context(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -248,14 +270,27 @@ def add_weather_context(lf: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("precip").sum().round(6).alias("prev3h_precip"),
         pl.col("visib").min().alias("prev3h_visib_min"),
     )
-    return (
-        lf.join(day, on=["flight_date", "origin"], how="left", maintain_order="left")
-        .join(nyc, on="flight_date", how="left", maintain_order="left")
-        .join(prev, on=["flight_date", "origin", "hour"], how="left", maintain_order="left")
-        .with_columns(
-            (pl.col("temp") - pl.col("dewp")).alias("dewp_spread"),
-            ((pl.col("precip") > 0) & (pl.col("temp") <= FREEZING_F)).cast(pl.Int8).alias("snow_now"),
-        )
+    # All context per departure hour first (a few thousand rows), then one join of the
+    # flights' narrow key columns, stacked beside the flights: joining the batch itself
+    # would gather every one of its columns once per join.
+    hour_key = ["flight_date", "origin", "hour"]
+    day_columns = [c for c in day.collect_schema().names() if c not in ("flight_date", "origin")]
+    nyc_columns = [c for c in nyc.collect_schema().names() if c != "flight_date"]
+    context = (
+        prev.join(day, on=["flight_date", "origin"], how="left")
+        .join(nyc, on="flight_date", how="left")
+        .select(*hour_key, *day_columns, *nyc_columns, "prev3h_precip", "prev3h_visib_min")
+    )
+    per_flight = (
+        lf.select(hour_key).join(context, on=hour_key, how="left", maintain_order="left").drop(hour_key)
+    )
+    return pl.concat([lf, per_flight], how="horizontal").with_columns(
+        (pl.col("temp") - pl.col("dewp")).alias("dewp_spread"),
+        ((pl.col("precip") > 0) & (pl.col("temp") <= FREEZING_F)).cast(pl.Int8).alias("snow_now"),
+        # the station reported the hour but not its pressure (not: no weather row at all)
+        (pl.col("pressure").is_null() & pl.col("visib").is_not_null())
+        .cast(pl.Int8)
+        .alias("pressure_missing"),
     )
 
 
@@ -300,10 +335,9 @@ def features(lf: pl.LazyFrame, state: FeatureState) -> pl.LazyFrame:
 
 
 def to_matrix(frame: pl.DataFrame):
-    """The model input: ``FEATURES`` in order, float64, C-contiguous (what LightGBM and lleaves expect)."""
-    import numpy as np
-
-    return np.ascontiguousarray(frame.select(FEATURES).cast(pl.Float64).to_numpy())
+    """The model input: ``FEATURES`` in order, float64, C-contiguous (what LightGBM and lleaves expect).
+    Polars writes the row-major array directly (the default column-major one needs a second copy)."""
+    return frame.select(FEATURES).cast(pl.Float64).to_numpy(order="c")
 
 
 # --------------------------------------------------------------------------- datasets

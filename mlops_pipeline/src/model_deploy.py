@@ -1,6 +1,421 @@
-"""Scoring: one score function over validated scoring-input batches, the offline batch
-scorer, the FastAPI ``/predict`` endpoint and the Ray Data path (DESIGN.md, "model_deploy").
+"""Scoring: one score function, the streaming batch scorer and the daily production run.
 
-Not built yet: it needs the model artifact that model_training_evaluation.py produces.
-Importing this module does nothing.
+Every path that scores flights (this module's CLI, the main job's daily batches, Ray
+Data workers, and the API) calls :func:`score`, which
+
+1. validates the batch against the scoring-input contract (a ContractViolation names
+   column, rule and row count; leakage and extra columns are dropped),
+2. builds ``ft_engineering.features`` with the feature state saved in the model artifact,
+3. predicts with the artifact's LightGBM model (or its verified compiled twin, see
+   ``fast_predict``) and applies the artifact's threshold,
+
+and returns the caller's flight key, ``score``, ``label``, ``model_version`` and the
+``unknown_<column>`` flags (plus the model's features when persisting, for monitoring).
+
+The scored table is the lake dataset ``scored``: one Parquet file per batch, written
+exactly once (lake.py), exposed in ``warehouse.duckdb`` as the view ``scored``. The
+flights' outcomes go to the dataset/view ``actuals`` and join on the flight key.
+
+    python mlops_pipeline/src/model_deploy.py score INPUT.parquet OUTPUT.parquet [--engine local|ray]
+    python mlops_pipeline/src/model_deploy.py production      # score Sep-Dec as daily batches
 """
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+import ft_engineering as fe
+import lake
+from data_contract import CONTRACT_DTYPES, FLIGHT_KEY, SCORING_INPUT_COLUMNS, validate_scoring_input
+from model_artifact import ArtifactError, ModelArtifact, load_artifact
+from settings import get_settings
+from warehouse import connect, file_sha256
+
+logger = logging.getLogger(__name__)
+
+SCORED_DATASET = "scored"
+ACTUALS_DATASET = "actuals"
+UNKNOWN_FLAGS = [f"unknown_{c}" for c in fe.CATEGORICAL_FEATURES]
+KEY_COLUMNS = list(FLIGHT_KEY)
+RESPONSE_COLUMNS = [*KEY_COLUMNS, "score", "label", "model_version", *UNKNOWN_FLAGS]
+DEFAULT_BATCH_ROWS = 250_000
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+# --------------------------------------------------------------------------- the score function
+
+
+@dataclass
+class Scorer:
+    """A loaded model artifact and the predictor used for it (loaded once, reused per batch)."""
+
+    artifact: ModelArtifact
+    predict: Predictor
+    backend: str = "lightgbm"
+    state: fe.FeatureState = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state = self.artifact.feature_state
+        if self.state.feature_version != fe.FEATURE_VERSION or self.state.features != fe.FEATURES:
+            raise ArtifactError(
+                f"model {self.artifact.version} was trained with feature definition v{self.state.feature_version} "
+                f"({len(self.state.features)} features); this code builds v{fe.FEATURE_VERSION} "
+                f"({len(fe.FEATURES)} features): retrain it (model_training_evaluation.py)"
+            )
+
+    @classmethod
+    def load(cls, version: str | None = None, *, fast: bool = True) -> Scorer:
+        artifact = load_artifact(version)
+        threads = get_settings().n_threads
+        if fast:
+            from fast_predict import compiled_predictor
+
+            compiled = compiled_predictor(artifact)
+            if compiled is not None:
+                return cls(artifact, compiled, "lleaves")
+        return cls(artifact, lambda X: artifact.booster.predict(X, num_threads=threads), "lightgbm")
+
+
+def score(
+    batch: pa.Table | pl.DataFrame | pl.LazyFrame, scorer: Scorer, *, with_features: bool = False
+) -> pl.DataFrame:
+    """Score a batch of scoring-input rows (see the module docstring).
+
+    With ``with_features`` the result also holds ``flight_date`` and the model's features
+    (as the model saw them), which is what the scored table stores for monitoring.
+    """
+    frame = pl.from_arrow(batch) if isinstance(batch, pa.Table) else batch
+    valid = validate_scoring_input(frame)
+    # only what the response and the scored table use: the batch's other columns (strings
+    # among them) are then never carried through the feature joins
+    engineered = (
+        fe.features(valid.lazy(), scorer.state).select("flight_date", *fe.FEATURES, *UNKNOWN_FLAGS).collect()
+    )
+    scores = scorer.predict(fe.to_matrix(engineered)) if engineered.height else np.empty(0)
+    result = engineered.with_columns(
+        pl.Series("score", scores, dtype=pl.Float64),
+        (pl.Series("score", scores, dtype=pl.Float64) >= scorer.artifact.threshold)
+        .cast(pl.Int8)
+        .alias("label"),
+        pl.lit(scorer.artifact.version, dtype=pl.String).alias("model_version"),
+    )
+    # the key columns as the caller sent them, not the model's category codes
+    keys = valid.select(KEY_COLUMNS)
+    if with_features:
+        features = [c for c in fe.FEATURES if c not in KEY_COLUMNS]
+        return pl.concat(
+            [
+                keys,
+                result.select("flight_date", *features, *UNKNOWN_FLAGS, "score", "label", "model_version"),
+            ],
+            how="horizontal",
+        )
+    return pl.concat([keys, result.select(RESPONSE_COLUMNS[len(KEY_COLUMNS) :])], how="horizontal")
+
+
+def persist_scored(batch_id: str, scored: pl.DataFrame) -> lake.WriteResult:
+    """Append one scored batch to the scored table, exactly once (see lake.write_batch)."""
+    table = scored.with_columns(
+        pl.lit(batch_id).alias("batch_id"),
+        pl.lit(datetime.now(UTC).replace(tzinfo=None)).cast(pl.Datetime("us")).alias("scored_at"),
+    ).to_arrow()
+    return lake.write_batch(SCORED_DATASET, batch_id, table)
+
+
+def is_persisted(dataset: str, batch_id: str) -> bool:
+    lake.check_batch_id(batch_id)
+    return (lake.dataset_dir(dataset) / f"{batch_id}.parquet").exists()
+
+
+def score_and_persist(batch, scorer: Scorer, batch_id: str) -> tuple[pl.DataFrame, bool]:
+    """Score a batch and store it under ``batch_id``; a batch id already stored is not scored
+    again (its stored rows are returned), so re-sending a batch never duplicates rows.
+    Returns (scored rows with features, whether this call stored them)."""
+    if is_persisted(SCORED_DATASET, batch_id):
+        return lake.read_dataset(SCORED_DATASET, only=[batch_id]).drop(
+            "batch_id", "scored_at"
+        ).collect(), False
+    scored = score(batch, scorer, with_features=True)
+    result = persist_scored(batch_id, scored)
+    return scored, result.created
+
+
+# --------------------------------------------------------------------------- streaming batch scorer
+
+
+def _flight_date(frame: pl.DataFrame) -> pl.Series:
+    return frame.select(pl.date("year", "month", "day").alias("d"))["d"]
+
+
+def read_batches(path: Path, batch_rows: int) -> tuple[Iterator[pa.RecordBatch], int | None]:
+    """Stream a Parquet or CSV file in bounded record batches; returns (batches, total rows if known)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        parquet = pq.ParquetFile(path)
+        columns = [c for c in SCORING_INPUT_COLUMNS if c in parquet.schema_arrow.names]
+        return parquet.iter_batches(
+            batch_size=min(batch_rows, 65_536), columns=columns
+        ), parquet.metadata.num_rows
+    if suffix == ".csv":
+        types = {c: CONTRACT_DTYPES[c] for c in SCORING_INPUT_COLUMNS}
+        arrow_types = pl.DataFrame(schema=types).to_arrow().schema
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=16 << 20),
+            convert_options=pacsv.ConvertOptions(
+                column_types={f.name: f.type for f in arrow_types if f.name != "time_hour"},
+                null_values=["NA", ""],
+                strings_can_be_null=True,  # "NA" is missing in text columns too
+            ),
+        )
+        return iter(reader), None
+    raise ValueError(f"{path.name}: unsupported input format {suffix!r}; use .parquet or .csv")
+
+
+@dataclass
+class DayChunks:
+    """Re-cut a stream of record batches into chunks of whole flight dates (>= batch_rows rows).
+
+    The features are exact only when a chunk holds every flight of its dates
+    (``ft_engineering.BATCH_RULE``). For input sorted by date this holds by construction;
+    for unsorted input a date that reappears after it was scored is counted in
+    ``split_dates`` and reported, since its congestion features saw a partial schedule.
+    """
+
+    batch_rows: int
+    split_dates: set[date] = field(default_factory=set)
+    _emitted: set[date] = field(default_factory=set)
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pl.DataFrame]:
+        carry: list[pl.DataFrame] = []
+        carried = 0
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            frame = pl.from_arrow(batch)
+            carry.append(frame)
+            carried += frame.height
+            if carried < self.batch_rows:
+                continue
+            combined = pl.concat(carry, how="vertical_relaxed")
+            dates = _flight_date(combined)
+            last = dates[-1]
+            ready = combined.filter(dates != last)
+            carry = [combined.filter(dates == last)]
+            carried = carry[0].height
+            if ready.height:
+                yield self._emit(ready)
+        if carried:
+            yield self._emit(pl.concat(carry, how="vertical_relaxed"))
+
+    def _emit(self, chunk: pl.DataFrame) -> pl.DataFrame:
+        dates = set(_flight_date(chunk).unique().to_list())
+        self.split_dates |= dates & self._emitted
+        self._emitted |= dates
+        return chunk
+
+
+@dataclass
+class ScoreFileResult:
+    rows: int
+    chunks: int
+    persisted_chunks: int
+    seconds: float
+    split_dates: int
+    output: Path
+    batch_id_prefix: str
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else float("nan")
+
+
+def score_file(
+    input_path: Path,
+    output_path: Path,
+    *,
+    scorer: Scorer | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    persist: bool = True,
+    batch_id_prefix: str | None = None,
+    progress: bool = True,
+) -> ScoreFileResult:
+    """Score a Parquet/CSV file in bounded chunks of whole flight dates.
+
+    Writes ``output_path`` (Parquet: the response columns) atomically, and, with
+    ``persist``, each chunk to the scored table as batch ``<prefix>-<chunk number>``
+    where the prefix defaults to the input's name and content hash: re-running the same
+    file adds nothing, and a run killed midway leaves only whole chunks behind.
+    """
+    started = time.perf_counter()
+    scorer = scorer or Scorer.load()
+    prefix = batch_id_prefix or f"{input_path.stem}-{file_sha256(input_path)[:12]}"
+    batches, total = read_batches(input_path, batch_rows)
+    chunker = DayChunks(batch_rows)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    temp = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex}.tmp")
+    writer: pq.ParquetWriter | None = None
+    rows = chunks = persisted = 0
+    bar = tqdm(
+        total=total, unit="rows", unit_scale=True, desc=f"scoring {input_path.name}", disable=not progress
+    )
+    try:
+        for i, chunk in enumerate(chunker(batches)):
+            batch_id = f"{prefix}-{i:05d}"
+            if persist:
+                scored, created = score_and_persist(chunk, scorer, batch_id)
+                persisted += created
+                response = scored.select(RESPONSE_COLUMNS)
+            else:
+                response = score(chunk, scorer)
+            table = response.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(temp, table.schema, compression="zstd")
+            writer.write_table(table)
+            rows += table.num_rows
+            chunks += 1
+            bar.update(chunk.height)
+        if writer is None:  # an empty input still gets a (typed, empty) output file
+            writer = pq.ParquetWriter(
+                temp, score(pl.DataFrame(schema=CONTRACT_DTYPES), scorer).to_arrow().schema
+            )
+        writer.close()
+        writer = None
+        os.replace(temp, output_path)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+        temp.unlink(missing_ok=True)
+    if chunker.split_dates:
+        logger.warning(
+            "%s is not sorted by flight date: %d dates were scored in more than one chunk, so their "
+            "congestion and rotation features saw part of the day; sort the input by date for exact features",
+            input_path.name,
+            len(chunker.split_dates),
+        )
+    return ScoreFileResult(
+        rows, chunks, persisted, time.perf_counter() - started, len(chunker.split_dates), output_path, prefix
+    )
+
+
+# --------------------------------------------------------------------------- the production period
+
+
+def production_days(raw: pl.DataFrame) -> list[date]:
+    start, end = fe.SPLITS["test"]
+    return sorted(_flight_date(raw).filter(_flight_date(raw).is_between(start, end)).unique().to_list())
+
+
+def write_actuals(raw: pl.DataFrame, day: date) -> lake.WriteResult:
+    """The outcomes of one day's flights (labels arrive after the flights), keyed by flight."""
+    outcomes = (
+        fe.add_target(raw.lazy())
+        .select(
+            *KEY_COLUMNS,
+            pl.date("year", "month", "day").alias("flight_date"),
+            pl.col("dep_time").is_null().alias("cancelled"),
+            (pl.col("dep_time").is_not_null() & pl.col("arr_delay").is_null()).alias("diverted"),
+            "arr_delay",
+            fe.TARGET,
+        )
+        .collect()
+    )
+    return lake.write_batch(ACTUALS_DATASET, f"actuals-{day}", outcomes.to_arrow())
+
+
+def score_production(scorer: Scorer | None = None, progress: bool = True) -> dict[str, int]:
+    """Score Sep-Dec from the warehouse as one batch per flight date, store the actuals,
+    and (re)register the ``scored`` and ``actuals`` views in the warehouse."""
+    scorer = scorer or Scorer.load()
+    raw = fe.scan_raw().collect()
+    dates = _flight_date(raw)
+    counts = {"days": 0, "rows": 0, "new_batches": 0}
+    for day in tqdm(production_days(raw), desc="daily batches", disable=not progress):
+        flights = raw.filter(dates == day)
+        _, created = score_and_persist(
+            flights.select(SCORING_INPUT_COLUMNS), scorer, f"daily-{day}-{scorer.artifact.version}"
+        )
+        if not is_persisted(ACTUALS_DATASET, f"actuals-{day}"):
+            write_actuals(flights, day)
+        counts["days"] += 1
+        counts["rows"] += flights.height
+        counts["new_batches"] += created
+    register_views()
+    return counts
+
+
+def register_views() -> None:
+    """Create the ``scored`` and ``actuals`` views in the warehouse (they re-glob the lake at
+    every query, so this is needed once). DuckDB allows no writer while another process
+    reads the file; then the views from an earlier run stay and this run's batches are
+    still visible through them."""
+    try:
+        with connect() as con:
+            lake.register_views(con, [SCORED_DATASET, ACTUALS_DATASET])
+    except duckdb.IOException as exc:
+        logger.warning("views not (re)registered, the warehouse is in use by another process: %s", exc)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Score flights with the saved model.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    score_cmd = commands.add_parser("score", help="score a Parquet or CSV file")
+    score_cmd.add_argument("input", type=Path)
+    score_cmd.add_argument("output", type=Path)
+    score_cmd.add_argument("--engine", choices=["local", "ray"], default="local")
+    score_cmd.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS)
+    score_cmd.add_argument("--batch-id", default=None, help="batch id prefix (default: input name + hash)")
+    score_cmd.add_argument("--no-persist", action="store_true", help="do not append to the scored table")
+    score_cmd.add_argument("--model-version", default=None)
+    score_cmd.add_argument("--ray-address", default=None, help="Ray cluster address (default: local)")
+    commands.add_parser("production", help="score the Sep-Dec production period as daily batches")
+    args = parser.parse_args(argv)
+
+    if args.command == "production":
+        counts = score_production()
+        print(
+            f"[score] {counts['rows']:,} flights in {counts['days']} daily batches ({counts['new_batches']} new)"
+        )
+        return
+    if args.engine == "ray":
+        from ray_scoring import score_file_ray
+
+        result = score_file_ray(
+            args.input, args.output, model_version=args.model_version, address=args.ray_address,
+            persist=not args.no_persist, batch_id_prefix=args.batch_id,
+        )  # fmt: skip
+    else:
+        result = score_file(
+            args.input, args.output, scorer=Scorer.load(args.model_version), batch_rows=args.batch_rows,
+            persist=not args.no_persist, batch_id_prefix=args.batch_id,
+        )  # fmt: skip
+    print(
+        f"scored {result.rows:,} rows in {result.chunks} chunks ({result.persisted_chunks} newly persisted) "
+        f"in {result.seconds:.1f}s = {result.rows_per_second:,.0f} rows/s -> {result.output}"
+    )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

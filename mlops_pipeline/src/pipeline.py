@@ -2,9 +2,11 @@
 
     python mlops_pipeline/src/pipeline.py
 
-Stages: load ``Base_de_datos.csv`` into the warehouse, then train, compare and save the
-best model. Scoring and monitoring join this list as they are built; each stage is a
-plain function call into its module, so this file only decides the order.
+Stages: load ``Base_de_datos.csv`` into the warehouse; train, compare and save the best
+model; score the Sep-Dec production period as one batch per flight date into the scored
+table (with the flights' actual outcomes beside it). Monitoring joins this list when it
+is built; each stage is a plain function call into its module, so this file only
+decides the order.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
+import model_deploy
 import model_training_evaluation
 from settings import get_settings
 from warehouse import load_raw_csv
@@ -37,6 +40,14 @@ def run() -> None:
         f"test (Sep-Dec) ROC-AUC {best.metrics['test']['roc_auc']:.4f}, threshold {best.threshold['value']}; "
         f"reports in {training.report_dir.relative_to(settings.artifacts_dir.parent)} "
         f"in {time.perf_counter() - started:.0f}s"
+    )
+
+    started = time.perf_counter()
+    counts = model_deploy.score_production(model_deploy.Scorer.load(training.version))
+    print(
+        f"[score] {counts['rows']:,} flights of Sep-Dec in {counts['days']} daily batches "
+        f"({counts['new_batches']} new) into {settings.lake_dir.name}/{model_deploy.SCORED_DATASET}, "
+        f"views 'scored' and 'actuals' in {settings.warehouse_path.name}, in {time.perf_counter() - started:.0f}s"
     )
 
 

@@ -1,4 +1,4 @@
-# The system's image. Today it runs the main job (load the warehouse); the serving issue
+# The system's image. Today it runs the main job (load, train, score); the serving issue
 # switches the command to the FastAPI app under Uvicorn.
 FROM python:3.11-slim
 

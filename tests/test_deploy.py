@@ -253,3 +253,15 @@ def test_a_model_trained_on_another_feature_definition_is_refused(use_trained, m
     monkeypatch.setattr(fe, "FEATURE_VERSION", fe.FEATURE_VERSION + 1)
     with pytest.raises(ArtifactError, match="retrain"):
         md.Scorer.load()
+
+
+def test_an_empty_input_gets_a_typed_empty_output(scorer, tmp_path) -> None:
+    from data_contract import CONTRACT_DTYPES
+
+    pl.DataFrame(schema={c: CONTRACT_DTYPES[c] for c in SCORING_INPUT_COLUMNS}).write_parquet(
+        tmp_path / "in.parquet"
+    )
+    result = md.score_file(tmp_path / "in.parquet", tmp_path / "out.parquet", scorer=scorer, progress=False)
+    out = pl.read_parquet(tmp_path / "out.parquet")
+    assert result.rows == 0 and out.height == 0 and out.columns == md.RESPONSE_COLUMNS
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

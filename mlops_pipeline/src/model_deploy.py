@@ -232,6 +232,45 @@ class DayChunks:
         return chunk
 
 
+def response_schema(scorer: Scorer) -> pa.Schema:
+    """The response's Arrow schema (what ``score`` returns for an empty batch)."""
+    return score(pl.DataFrame(schema=CONTRACT_DTYPES), scorer).to_arrow().schema
+
+
+class ResponseFile:
+    """A scored output file, streamed under a temp name and renamed into place only when
+    every table is written, so nobody sees a half-written file and a failure leaves none.
+    An input without rows still gets a typed, empty file (schema from ``empty_schema``)."""
+
+    def __init__(self, path: Path, empty_schema: Callable[[], pa.Schema]):
+        self.path = path
+        self.empty_schema = empty_schema
+        self.temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        self.writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> ResponseFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.temp, table.schema, compression="zstd")
+        self.writer.write_table(table)
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            if exc_type is None:
+                if self.writer is None:
+                    self.writer = pq.ParquetWriter(self.temp, self.empty_schema(), compression="zstd")
+                self.writer.close()
+                self.writer = None
+                os.replace(self.temp, self.path)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            self.temp.unlink(missing_ok=True)
+
+
 @dataclass
 class ScoreFileResult:
     rows: int
@@ -269,14 +308,11 @@ def score_file(
     prefix = batch_id_prefix or f"{input_path.stem}-{file_sha256(input_path)[:12]}"
     batches, total = read_batches(input_path, batch_rows)
     chunker = DayChunks(batch_rows)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    temp = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex}.tmp")
-    writer: pq.ParquetWriter | None = None
     rows = chunks = persisted = 0
     bar = tqdm(
         total=total, unit="rows", unit_scale=True, desc=f"scoring {input_path.name}", disable=not progress
     )
-    try:
+    with bar, ResponseFile(output_path, lambda: response_schema(scorer)) as out:
         for i, chunk in enumerate(chunker(batches)):
             batch_id = f"{prefix}-{i:05d}"
             if persist:
@@ -285,25 +321,10 @@ def score_file(
                 response = scored.select(RESPONSE_COLUMNS)
             else:
                 response = score(chunk, scorer)
-            table = response.to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(temp, table.schema, compression="zstd")
-            writer.write_table(table)
-            rows += table.num_rows
+            out.write(response.to_arrow())
+            rows += response.height
             chunks += 1
             bar.update(chunk.height)
-        if writer is None:  # an empty input still gets a (typed, empty) output file
-            writer = pq.ParquetWriter(
-                temp, score(pl.DataFrame(schema=CONTRACT_DTYPES), scorer).to_arrow().schema
-            )
-        writer.close()
-        writer = None
-        os.replace(temp, output_path)
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-        temp.unlink(missing_ok=True)
     if chunker.split_dates:
         logger.warning(
             "%s is not sorted by flight date: %d dates were scored in more than one chunk, so their "

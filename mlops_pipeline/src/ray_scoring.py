@@ -64,7 +64,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -322,15 +321,16 @@ def score_file_ray(
 
 
 def _write_response(batches: Iterator[pa.Table], output_path: Path, version: str) -> tuple[int, int, int]:
-    """Stream the actors' output into one Parquet file (temp name, then atomic rename);
-    returns (rows, flight dates, dates stored by this run)."""
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    temp = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex}.tmp")
-    writer: pq.ParquetWriter | None = None
+    """Stream the actors' output into one Parquet file (model_deploy.ResponseFile: temp name,
+    then atomic rename); returns (rows, flight dates, dates stored by this run)."""
     rows = 0
     days: set[tuple[int, int, int]] = set()
     created: set[tuple[int, int, int]] = set()
-    try:
+
+    def empty_schema() -> pa.Schema:  # only an input without rows needs a scorer on the driver
+        return model_deploy.response_schema(model_deploy.Scorer.load(version, fast=False))
+
+    with model_deploy.ResponseFile(output_path, empty_schema) as out:
         for table in batches:
             if table.num_rows == 0:
                 continue
@@ -341,19 +341,6 @@ def _write_response(batches: Iterator[pa.Table], output_path: Path, version: str
                 if new:
                     created.add((year, month, day))
             response = frame.drop(CREATED_COLUMN).to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(temp, response.schema, compression="zstd")
-            writer.write_table(response)
+            out.write(response)
             rows += response.num_rows
-        if writer is None:  # an empty input still gets a (typed, empty) output file
-            scorer = model_deploy.Scorer.load(version, fast=False)  # for the schema only
-            empty = model_deploy.score(pl.DataFrame(schema=CONTRACT_DTYPES), scorer)
-            writer = pq.ParquetWriter(temp, empty.to_arrow().schema)
-        writer.close()
-        writer = None
-        os.replace(temp, output_path)
-    finally:
-        if writer is not None:
-            writer.close()
-        temp.unlink(missing_ok=True)
     return rows, len(days), len(created)

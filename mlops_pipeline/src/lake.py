@@ -138,6 +138,11 @@ def _published_files(folder: Path) -> list[Path]:
     )
 
 
+def has_batch(dataset: str, batch_id: str) -> bool:
+    """Whether a batch id is published in the dataset (temp files of live writers do not count)."""
+    return _batch_path(dataset, batch_id).is_file()
+
+
 def batch_ids(dataset: str) -> list[str]:
     """The published batch ids of a dataset, sorted; empty when it has none yet."""
     return [path.stem for path in _published_files(dataset_dir(dataset))]

@@ -110,11 +110,17 @@ def save_artifact(version: str, model_text: str, card: dict[str, Any], profile: 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    latest_tmp = root / f".{LATEST_FILE}.{uuid.uuid4().hex}.tmp"
-    latest_tmp.write_text(version + "\n")
-    os.replace(latest_tmp, root / LATEST_FILE)
+    set_latest(version)
     logger.info("saved model %s to %s", version, final)
     return final
+
+
+def set_latest(version: str) -> None:
+    """Point LATEST at a version, atomically (a scorer starting meanwhile reads old or new)."""
+    root = models_dir()
+    temp = root / f".{LATEST_FILE}.{uuid.uuid4().hex}.tmp"
+    temp.write_text(_check_version(version) + "\n")
+    os.replace(temp, root / LATEST_FILE)
 
 
 def latest_version() -> str:

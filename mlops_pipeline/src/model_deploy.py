@@ -139,16 +139,11 @@ def persist_scored(batch_id: str, scored: pl.DataFrame) -> lake.WriteResult:
     return lake.write_batch(SCORED_DATASET, batch_id, table)
 
 
-def is_persisted(dataset: str, batch_id: str) -> bool:
-    lake.check_batch_id(batch_id)
-    return (lake.dataset_dir(dataset) / f"{batch_id}.parquet").exists()
-
-
 def score_and_persist(batch, scorer: Scorer, batch_id: str) -> tuple[pl.DataFrame, bool]:
     """Score a batch and store it under ``batch_id``; a batch id already stored is not scored
     again (its stored rows are returned), so re-sending a batch never duplicates rows.
     Returns (scored rows with features, whether this call stored them)."""
-    if is_persisted(SCORED_DATASET, batch_id):
+    if lake.has_batch(SCORED_DATASET, batch_id):
         return lake.read_dataset(SCORED_DATASET, only=[batch_id]).drop(
             "batch_id", "scored_at"
         ).collect(), False
@@ -164,6 +159,20 @@ def _flight_date(frame: pl.DataFrame) -> pl.Series:
     return frame.select(pl.date("year", "month", "day").alias("d"))["d"]
 
 
+def csv_convert_options(include: list[str] | None = None) -> pacsv.ConvertOptions:
+    """Read CSV columns as the contract types, ``NA`` and empty as null (text columns too);
+    ``time_hour`` stays text for the contract to parse. ``include``: read only these columns."""
+    arrow_types = (
+        pl.DataFrame(schema={c: CONTRACT_DTYPES[c] for c in SCORING_INPUT_COLUMNS}).to_arrow().schema
+    )
+    return pacsv.ConvertOptions(
+        column_types={f.name: f.type for f in arrow_types if f.name != "time_hour"},
+        null_values=["NA", ""],
+        strings_can_be_null=True,
+        include_columns=include or [],
+    )
+
+
 def read_batches(path: Path, batch_rows: int) -> tuple[Iterator[pa.RecordBatch], int | None]:
     """Stream a Parquet or CSV file in bounded record batches; returns (batches, total rows if known)."""
     suffix = path.suffix.lower()
@@ -174,16 +183,8 @@ def read_batches(path: Path, batch_rows: int) -> tuple[Iterator[pa.RecordBatch],
             batch_size=min(batch_rows, 65_536), columns=columns
         ), parquet.metadata.num_rows
     if suffix == ".csv":
-        types = {c: CONTRACT_DTYPES[c] for c in SCORING_INPUT_COLUMNS}
-        arrow_types = pl.DataFrame(schema=types).to_arrow().schema
         reader = pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(block_size=16 << 20),
-            convert_options=pacsv.ConvertOptions(
-                column_types={f.name: f.type for f in arrow_types if f.name != "time_hour"},
-                null_values=["NA", ""],
-                strings_can_be_null=True,  # "NA" is missing in text columns too
-            ),
+            path, read_options=pacsv.ReadOptions(block_size=16 << 20), convert_options=csv_convert_options()
         )
         return iter(reader), None
     raise ValueError(f"{path.name}: unsupported input format {suffix!r}; use .parquet or .csv")
@@ -340,9 +341,10 @@ def score_file(
 # --------------------------------------------------------------------------- the production period
 
 
-def production_days(raw: pl.DataFrame) -> list[date]:
+def production_days(dates: pl.Series) -> list[date]:
+    """The distinct flight dates of the production period (Sep-Dec), in order."""
     start, end = fe.SPLITS["test"]
-    return sorted(_flight_date(raw).filter(_flight_date(raw).is_between(start, end)).unique().to_list())
+    return sorted(dates.filter(dates.is_between(start, end)).unique().to_list())
 
 
 def write_actuals(raw: pl.DataFrame, day: date) -> lake.WriteResult:
@@ -369,12 +371,12 @@ def score_production(scorer: Scorer | None = None, progress: bool = True) -> dic
     raw = fe.scan_raw().collect()
     dates = _flight_date(raw)
     counts = {"days": 0, "rows": 0, "new_batches": 0}
-    for day in tqdm(production_days(raw), desc="daily batches", disable=not progress):
+    for day in tqdm(production_days(dates), desc="daily batches", disable=not progress):
         flights = raw.filter(dates == day)
         _, created = score_and_persist(
             flights.select(SCORING_INPUT_COLUMNS), scorer, f"daily-{day}-{scorer.artifact.version}"
         )
-        if not is_persisted(ACTUALS_DATASET, f"actuals-{day}"):
+        if not lake.has_batch(ACTUALS_DATASET, f"actuals-{day}"):
             write_actuals(flights, day)
         counts["days"] += 1
         counts["rows"] += flights.height

@@ -67,7 +67,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import ft_engineering as fe  # noqa: E402
-from model_artifact import ArtifactError, load_artifact, models_dir, save_artifact  # noqa: E402
+from model_artifact import models_dir, save_artifact, set_latest, verify  # noqa: E402
 from model_monitoring import build_reference_profile  # noqa: E402
 from settings import get_settings  # noqa: E402
 
@@ -542,13 +542,12 @@ def save_best(best: CandidateResult, results: list[CandidateResult], data: fe.Da
     """Save the selected model; the version is named by its content, so a rerun is idempotent."""
     model_text = best.model.booster_.model_to_string()
     version = f"lgbm-{hashlib.sha256(model_text.encode()).hexdigest()[:12]}"
-    try:
-        existing = load_artifact(version)
-        logger.info("model %s already saved at %s", version, existing.path)
-        (models_dir() / "LATEST").write_text(version + "\n")
+    existing = models_dir() / version
+    if existing.is_dir():
+        verify(existing)  # a damaged copy raises ArtifactError instead of becoming LATEST
+        logger.info("model %s already saved at %s", version, existing)
+        set_latest(version)
         return version
-    except ArtifactError:
-        pass
     profile = build_reference_profile(
         data.train,
         fe.NUMERIC_FEATURES,

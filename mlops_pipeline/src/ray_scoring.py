@@ -217,14 +217,8 @@ def read_input(path: Path, columns: list[str]) -> ray.data.Dataset:
     if path.suffix.lower() == ".parquet":
         # select_columns is pushed down into the read: other columns are never read
         return ray.data.read_parquet(str(path.absolute())).select_columns(columns)
-    # The same typed CSV reading as model_deploy.read_batches.
-    arrow_types = pl.DataFrame(schema={c: CONTRACT_DTYPES[c] for c in columns}).to_arrow().schema
-    convert = pacsv.ConvertOptions(
-        column_types={f.name: f.type for f in arrow_types if f.name != "time_hour"},
-        null_values=["NA", ""],
-        include_columns=columns,
-        strings_can_be_null=True,  # "NA" in a string column is a null, as in the warehouse loader
-    )
+    # the same typed CSV reading as model_deploy.read_batches
+    convert = model_deploy.csv_convert_options(include=columns)
     return ray.data.read_csv(str(path.absolute()), convert_options=convert)
 
 

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from pandera.config import config_context
 
+import data_contract
 from data_contract import (
     CONTRACT_DTYPES,
     FLIGHT_KEY,
@@ -19,6 +20,9 @@ from data_contract import (
     SCORING_INPUT_COLUMNS,
     ContractViolation,
     RuleFailure,
+    _coerce,
+    _contract,
+    _screen,
     describe_contract,
     validate_raw,
     validate_scoring_input,
@@ -247,6 +251,34 @@ def test_each_broken_frame_fails_no_other_rule(
 ) -> None:
     expected = [RuleFailure(case.column, case.rule, 2) for case in cases_for(contract)]
     assert sorted(case_failures[contract], key=repr) == sorted(expected, key=repr)
+
+
+# The screen (one Polars pass) lets a clean batch skip pandera; the batched cases above go
+# to pandera as soon as any rule trips it, so each rule is checked against the screen alone.
+@pytest.mark.parametrize(("contract", "case"), case_params())
+def test_the_screen_alone_catches_each_broken_rule(base: pl.DataFrame, contract: str, case: Case) -> None:
+    rules = _contract(contract)
+    typed, dtype_failures = _coerce(broken_copy(base, 0, case).select(COLUMNS[contract]))
+    assert not dtype_failures
+    assert _screen(rules, typed) is False
+
+
+@pytest.mark.parametrize("contract", ["raw", "scoring_input"])
+def test_the_screen_catches_a_null_in_each_never_null_column(base: pl.DataFrame, contract: str) -> None:
+    rules = _contract(contract)
+    never_null = [c for c in COLUMNS[contract] if not rules.schema.columns[c].nullable]
+    assert len(never_null) == 14
+    for column in never_null:
+        typed, _ = _coerce(put(base, {column: None}, pl.lit(True), n=1).select(COLUMNS[contract]))
+        assert _screen(rules, typed) is False, column
+
+
+def test_the_screen_passes_the_real_table_and_a_clean_batch_skips_pandera(
+    real: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _screen(_contract("raw"), real) is True
+    monkeypatch.setattr(data_contract, "_run_schema", lambda *args: pytest.fail("pandera ran"))
+    assert validate_scoring_input(real).height == real.height
 
 
 def test_a_single_broken_frame_fails_alone(base: pl.DataFrame) -> None:

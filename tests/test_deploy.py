@@ -265,3 +265,52 @@ def test_an_empty_input_gets_a_typed_empty_output(scorer, tmp_path) -> None:
     out = pl.read_parquet(tmp_path / "out.parquet")
     assert result.rows == 0 and out.height == 0 and out.columns == md.RESPONSE_COLUMNS
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# --------------------------------------------------------------------------- bad files, clear errors
+
+
+def _score_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(SRC_DIR)}
+    return subprocess.run(
+        [sys.executable, str(SRC_DIR / "model_deploy.py"), "score", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_impossible_and_missing_dates_reach_the_contract(scorer, raw_frame, tmp_path) -> None:
+    """The chunker cuts on year/month/day before validation: a month 13 or a null day must
+    come out as the contract's error, not as a crash of the date arithmetic."""
+    days = _days(raw_frame, 10, range(1, 3))
+    broken = days.with_columns(
+        pl.when(pl.int_range(pl.len()) < 3).then(13).otherwise(pl.col("month")).alias("month"),
+        pl.when(pl.int_range(pl.len()).is_between(3, 4)).then(None).otherwise(pl.col("day")).alias("day"),
+    )
+    broken.write_parquet(tmp_path / "in.parquet")
+    with pytest.raises(ContractViolation) as caught:
+        md.score_file(tmp_path / "in.parquet", tmp_path / "out.parquet", scorer=scorer, progress=False)
+    found = {(f.column, f.rule, f.failing_rows) for f in caught.value.failures}
+    assert ("month", "in_range(1, 12)", 3) in found and ("day", "not_nullable", 2) in found
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_the_cli_reports_bad_input_without_a_traceback(use_trained, raw_frame, tmp_path) -> None:
+    days = _days(raw_frame, 10, range(1, 2))
+    days.with_columns(pl.lit(-5).alias("distance")).write_parquet(tmp_path / "bad.parquet")
+    header = ",".join(SCORING_INPUT_COLUMNS)
+    (tmp_path / "bad.csv").write_text(header + "\n" + ",".join(["2013", "13abc"] + ["1"] * 29) + "\n")
+    (tmp_path / "notes.txt").write_text("hello")
+    for name, expected in [
+        ("bad.parquet", "column 'distance': rule 'in_range(1, 12500)' failed on"),
+        ("bad.csv", "column 'month' holds a value that is not int32"),
+        ("notes.txt", "unsupported input format '.txt'"),
+        ("missing.parquet", "no such file"),
+    ]:
+        run = _score_cli(str(tmp_path / name), str(tmp_path / "out.parquet"), "--no-persist")
+        assert run.returncode == 2, run.stderr
+        assert expected in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert "13abc" not in run.stderr  # client values are never echoed
+    assert not (tmp_path / "out.parquet").exists()

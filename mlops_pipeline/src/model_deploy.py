@@ -23,8 +23,11 @@ flights' outcomes go to the dataset/view ``actuals`` and join on the flight key.
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import os
+import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,7 +45,13 @@ from tqdm.auto import tqdm
 
 import ft_engineering as fe
 import lake
-from data_contract import CONTRACT_DTYPES, FLIGHT_KEY, SCORING_INPUT_COLUMNS, validate_scoring_input
+from data_contract import (
+    CONTRACT_DTYPES,
+    FLIGHT_KEY,
+    SCORING_INPUT_COLUMNS,
+    ContractViolation,
+    validate_scoring_input,
+)
 from model_artifact import ArtifactError, ModelArtifact, load_artifact
 from settings import get_settings
 from warehouse import connect, file_sha256
@@ -57,6 +66,10 @@ RESPONSE_COLUMNS = [*KEY_COLUMNS, "score", "label", "model_version", *UNKNOWN_FL
 DEFAULT_BATCH_ROWS = 250_000
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+class InputError(ValueError):
+    """An input file the scorer cannot read: missing, of another format, or not parseable."""
 
 
 # --------------------------------------------------------------------------- the score function
@@ -173,61 +186,108 @@ def csv_convert_options(include: list[str] | None = None) -> pacsv.ConvertOption
     )
 
 
-def read_batches(path: Path, batch_rows: int) -> tuple[Iterator[pa.RecordBatch], int | None]:
-    """Stream a Parquet or CSV file in bounded record batches; returns (batches, total rows if known)."""
+def read_batches(path: Path, batch_rows: int) -> tuple[Iterator[pl.DataFrame], int | None]:
+    """Stream a Parquet or CSV file as frames of at most ``batch_rows`` rows (CSV: of its
+    16 MiB blocks); returns (frames, total rows if known). Only the scoring-input columns
+    are read. Parquet is read by Polars, one row range at a time: it decodes a quarter of
+    the CPU time pyarrow's ``iter_batches`` takes, and each range reads only its row groups."""
     suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise InputError(f"{path.name}: unsupported input format {suffix!r}; use .parquet or .csv")
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
     if suffix == ".parquet":
-        parquet = pq.ParquetFile(path)
-        columns = [c for c in SCORING_INPUT_COLUMNS if c in parquet.schema_arrow.names]
-        return parquet.iter_batches(
-            batch_size=min(batch_rows, 65_536), columns=columns
-        ), parquet.metadata.num_rows
-    if suffix == ".csv":
+        try:
+            metadata = pq.read_metadata(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{path.name}: not a readable Parquet file ({exc})") from None
+        present = set(metadata.schema.to_arrow_schema().names)
+        scan = pl.scan_parquet(path).select(c for c in SCORING_INPUT_COLUMNS if c in present)
+        total = metadata.num_rows
+        return (scan.slice(start, batch_rows).collect() for start in range(0, total, batch_rows)), total
+    return _csv_frames(path), None
+
+
+def _csv_frames(path: Path) -> Iterator[pl.DataFrame]:
+    try:
         reader = pacsv.open_csv(
             path, read_options=pacsv.ReadOptions(block_size=16 << 20), convert_options=csv_convert_options()
         )
-        return iter(reader), None
-    raise ValueError(f"{path.name}: unsupported input format {suffix!r}; use .parquet or .csv")
+        for batch in reader:
+            if batch.num_rows:
+                yield pl.from_arrow(batch)
+    except pa.ArrowInvalid as exc:
+        raise InputError(_csv_error(path, exc)) from None
+
+
+def _csv_error(path: Path, exc: pa.ArrowInvalid) -> str:
+    """pyarrow's CSV error, without the offending value (client data is never echoed)."""
+    found = re.match(r"In CSV column #(\d+): CSV conversion error to (\w+)", str(exc))
+    if found is None:
+        return f"{path.name}: not a readable CSV file ({str(exc).splitlines()[0][:200]})"
+    with path.open(newline="") as handle:
+        header = next(csv.reader(handle), [])
+    index = int(found.group(1))
+    column = header[index] if index < len(header) else f"#{index}"
+    return (
+        f"{path.name}: column '{column}' holds a value that is not {found.group(2)} "
+        f"(CSV type conversion failed; rule 'dtype({CONTRACT_DTYPES[column]})')"
+        if column in CONTRACT_DTYPES
+        else f"{path.name}: column '{column}' holds a value that is not {found.group(2)}"
+    )
+
+
+DAY_COLUMNS = ("year", "month", "day")
 
 
 @dataclass
 class DayChunks:
-    """Re-cut a stream of record batches into chunks of whole flight dates (>= batch_rows rows).
+    """Re-cut a stream of frames into chunks of whole flight dates (>= batch_rows rows).
 
     The features are exact only when a chunk holds every flight of its dates
     (``ft_engineering.BATCH_RULE``). For input sorted by date this holds by construction;
     for unsorted input a date that reappears after it was scored is counted in
     ``split_dates`` and reported, since its congestion features saw a partial schedule.
+
+    The cut compares year/month/day as sent, before validation: a null, a text or an
+    impossible date (month 13) is carried to the contract, which names it; a frame without
+    these columns passes through as it is, for the contract to report the missing column.
     """
 
     batch_rows: int
-    split_dates: set[date] = field(default_factory=set)
-    _emitted: set[date] = field(default_factory=set)
+    split_dates: set[tuple] = field(default_factory=set)
+    _emitted: set[tuple] = field(default_factory=set)
 
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pl.DataFrame]:
+    def __call__(self, frames: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         carry: list[pl.DataFrame] = []
         carried = 0
-        for batch in batches:
-            if batch.num_rows == 0:
+        for frame in frames:
+            if not set(DAY_COLUMNS) <= set(frame.columns):
+                yield frame
                 continue
-            frame = pl.from_arrow(batch)
             carry.append(frame)
             carried += frame.height
             if carried < self.batch_rows:
                 continue
-            combined = pl.concat(carry, how="vertical_relaxed")
-            dates = _flight_date(combined)
-            last = dates[-1]
-            ready = combined.filter(dates != last)
-            carry = [combined.filter(dates == last)]
-            carried = carry[0].height
+            combined = pl.concat(carry, how="vertical_relaxed") if len(carry) > 1 else carry[0]
+            # the last row's date may go on in the next frame: hold its rows back
+            last = combined.select(DAY_COLUMNS).row(-1)
+            held_back = combined.select(
+                pl.all_horizontal(pl.col(c).eq_missing(pl.lit(v)) for c, v in zip(DAY_COLUMNS, last))
+            ).to_series()
+            n_held = int(held_back.sum())
+            if held_back.tail(n_held).all():  # sorted input: the last date is a tail, slice it off
+                ready, rest = combined.head(combined.height - n_held), combined.tail(n_held)
+            else:
+                ready, rest = combined.filter(~held_back), combined.filter(held_back)
+            carry, carried = [rest], n_held
             if ready.height:
                 yield self._emit(ready)
         if carried:
             yield self._emit(pl.concat(carry, how="vertical_relaxed"))
 
     def _emit(self, chunk: pl.DataFrame) -> pl.DataFrame:
-        dates = set(_flight_date(chunk).unique().to_list())
+        dates = set(chunk.select(DAY_COLUMNS).unique().rows())
         self.split_dates |= dates & self._emitted
         self._emitted |= dates
         return chunk
@@ -306,15 +366,15 @@ def score_file(
     """
     started = time.perf_counter()
     scorer = scorer or Scorer.load()
+    frames, total = read_batches(input_path, batch_rows)  # refuses a missing or unreadable file
     prefix = batch_id_prefix or f"{input_path.stem}-{file_sha256(input_path)[:12]}"
-    batches, total = read_batches(input_path, batch_rows)
     chunker = DayChunks(batch_rows)
     rows = chunks = persisted = 0
     bar = tqdm(
         total=total, unit="rows", unit_scale=True, desc=f"scoring {input_path.name}", disable=not progress
     )
     with bar, ResponseFile(output_path, lambda: response_schema(scorer)) as out:
-        for i, chunk in enumerate(chunker(batches)):
+        for i, chunk in enumerate(chunker(frames)):
             batch_id = f"{prefix}-{i:05d}"
             if persist:
                 scored, created = score_and_persist(chunk, scorer, batch_id)
@@ -421,18 +481,24 @@ def main(argv: list[str] | None = None) -> None:
             f"[score] {counts['rows']:,} flights in {counts['days']} daily batches ({counts['new_batches']} new)"
         )
         return
-    if args.engine == "ray":
-        from ray_scoring import score_file_ray
+    try:
+        if args.engine == "ray":
+            from ray_scoring import score_file_ray
 
-        result = score_file_ray(
-            args.input, args.output, model_version=args.model_version, address=args.ray_address,
-            persist=not args.no_persist, batch_id_prefix=args.batch_id,
-        )  # fmt: skip
-    else:
-        result = score_file(
-            args.input, args.output, scorer=Scorer.load(args.model_version), batch_rows=args.batch_rows,
-            persist=not args.no_persist, batch_id_prefix=args.batch_id,
-        )  # fmt: skip
+            result = score_file_ray(
+                args.input, args.output, model_version=args.model_version, address=args.ray_address,
+                persist=not args.no_persist, batch_id_prefix=args.batch_id,
+            )  # fmt: skip
+        else:
+            result = score_file(
+                args.input, args.output, scorer=Scorer.load(args.model_version), batch_rows=args.batch_rows,
+                persist=not args.no_persist, batch_id_prefix=args.batch_id,
+            )  # fmt: skip
+    except (ContractViolation, ArtifactError, InputError) as exc:
+        # bad input or no usable model: say what is wrong, no traceback; nothing was written
+        # to OUTPUT, and the scored table holds only the whole chunks scored before
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(
         f"scored {result.rows:,} rows in {result.chunks} chunks ({result.persisted_chunks} newly persisted) "
         f"in {result.seconds:.1f}s = {result.rows_per_second:,.0f} rows/s -> {result.output}"

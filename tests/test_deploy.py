@@ -314,3 +314,17 @@ def test_the_cli_reports_bad_input_without_a_traceback(use_trained, raw_frame, t
         assert expected in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert "13abc" not in run.stderr  # client values are never echoed
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_overlapped_and_sequential_stages_give_the_same_file(scorer, raw_frame, tmp_path) -> None:
+    _days(raw_frame, 11, range(10, 14)).write_parquet(tmp_path / "in.parquet")
+    outputs = []
+    for overlap in (True, False):
+        out = tmp_path / f"out_{overlap}.parquet"
+        result = md.score_file(
+            tmp_path / "in.parquet", out, scorer=scorer, batch_rows=700, persist=False, progress=False,
+            overlap=overlap,
+        )  # fmt: skip
+        assert result.chunks >= 3
+        outputs.append(pl.read_parquet(out))
+    assert outputs[0].equals(outputs[1])

@@ -31,6 +31,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -106,6 +107,49 @@ class Scorer:
         return cls(artifact, lambda X: artifact.booster.predict(X, num_threads=threads), "lightgbm")
 
 
+@dataclass
+class Prepared:
+    """A validated batch with its features and model matrix, ready to predict."""
+
+    keys: pl.DataFrame  # the flight key as the caller sent it
+    engineered: pl.DataFrame  # flight_date, the model's features (codes), the unknown flags
+    matrix: np.ndarray
+    with_features: bool
+
+
+def prepare(
+    batch: pa.Table | pl.DataFrame | pl.LazyFrame, scorer: Scorer, *, with_features: bool
+) -> Prepared:
+    """Steps 1 and 2 of :func:`score`: the contract, the features, the model's matrix."""
+    frame = pl.from_arrow(batch) if isinstance(batch, pa.Table) else batch
+    valid = validate_scoring_input(frame)
+    # only what the response and the scored table use: the batch's other columns (strings
+    # among them) are then never carried through the feature joins
+    engineered = (
+        fe.features(valid.lazy(), scorer.state).select("flight_date", *fe.FEATURES, *UNKNOWN_FLAGS).collect()
+    )
+    return Prepared(valid.select(KEY_COLUMNS), engineered, fe.to_matrix(engineered), with_features)
+
+
+def finish(prepared: Prepared, scorer: Scorer) -> pl.DataFrame:
+    """Step 3 of :func:`score`: predict, apply the threshold, assemble the response."""
+    scores = pl.Series(
+        "score", scorer.predict(prepared.matrix) if prepared.matrix.shape[0] else [], dtype=pl.Float64
+    )
+    result = prepared.engineered.with_columns(
+        scores,
+        (scores >= scorer.artifact.threshold).cast(pl.Int8).alias("label"),
+        pl.lit(scorer.artifact.version, dtype=pl.String).alias("model_version"),
+    )
+    # the key columns as the caller sent them, not the model's category codes
+    if prepared.with_features:
+        features = [c for c in fe.FEATURES if c not in KEY_COLUMNS]
+        kept = ["flight_date", *features, *UNKNOWN_FLAGS, "score", "label", "model_version"]
+    else:
+        kept = RESPONSE_COLUMNS[len(KEY_COLUMNS) :]
+    return pl.concat([prepared.keys, result.select(kept)], how="horizontal")
+
+
 def score(
     batch: pa.Table | pl.DataFrame | pl.LazyFrame, scorer: Scorer, *, with_features: bool = False
 ) -> pl.DataFrame:
@@ -114,33 +158,7 @@ def score(
     With ``with_features`` the result also holds ``flight_date`` and the model's features
     (as the model saw them), which is what the scored table stores for monitoring.
     """
-    frame = pl.from_arrow(batch) if isinstance(batch, pa.Table) else batch
-    valid = validate_scoring_input(frame)
-    # only what the response and the scored table use: the batch's other columns (strings
-    # among them) are then never carried through the feature joins
-    engineered = (
-        fe.features(valid.lazy(), scorer.state).select("flight_date", *fe.FEATURES, *UNKNOWN_FLAGS).collect()
-    )
-    scores = scorer.predict(fe.to_matrix(engineered)) if engineered.height else np.empty(0)
-    result = engineered.with_columns(
-        pl.Series("score", scores, dtype=pl.Float64),
-        (pl.Series("score", scores, dtype=pl.Float64) >= scorer.artifact.threshold)
-        .cast(pl.Int8)
-        .alias("label"),
-        pl.lit(scorer.artifact.version, dtype=pl.String).alias("model_version"),
-    )
-    # the key columns as the caller sent them, not the model's category codes
-    keys = valid.select(KEY_COLUMNS)
-    if with_features:
-        features = [c for c in fe.FEATURES if c not in KEY_COLUMNS]
-        return pl.concat(
-            [
-                keys,
-                result.select("flight_date", *features, *UNKNOWN_FLAGS, "score", "label", "model_version"),
-            ],
-            how="horizontal",
-        )
-    return pl.concat([keys, result.select(RESPONSE_COLUMNS[len(KEY_COLUMNS) :])], how="horizontal")
+    return finish(prepare(batch, scorer, with_features=with_features), scorer)
 
 
 def persist_scored(batch_id: str, scored: pl.DataFrame) -> lake.WriteResult:
@@ -152,17 +170,27 @@ def persist_scored(batch_id: str, scored: pl.DataFrame) -> lake.WriteResult:
     return lake.write_batch(SCORED_DATASET, batch_id, table)
 
 
+def stored_batch(batch_id: str) -> pl.DataFrame | None:
+    """The rows stored under ``batch_id`` (as ``score(..., with_features=True)`` returned
+    them), or None when no such batch is stored."""
+    if not lake.has_batch(SCORED_DATASET, batch_id):
+        return None
+    return lake.read_dataset(SCORED_DATASET, only=[batch_id]).drop("batch_id", "scored_at").collect()
+
+
+def finish_and_persist(prepared: Prepared, scorer: Scorer, batch_id: str) -> tuple[pl.DataFrame, bool]:
+    scored = finish(prepared, scorer)
+    return scored, persist_scored(batch_id, scored).created
+
+
 def score_and_persist(batch, scorer: Scorer, batch_id: str) -> tuple[pl.DataFrame, bool]:
     """Score a batch and store it under ``batch_id``; a batch id already stored is not scored
     again (its stored rows are returned), so re-sending a batch never duplicates rows.
     Returns (scored rows with features, whether this call stored them)."""
-    if lake.has_batch(SCORED_DATASET, batch_id):
-        return lake.read_dataset(SCORED_DATASET, only=[batch_id]).drop(
-            "batch_id", "scored_at"
-        ).collect(), False
-    scored = score(batch, scorer, with_features=True)
-    result = persist_scored(batch_id, scored)
-    return scored, result.created
+    stored = stored_batch(batch_id)
+    if stored is not None:
+        return stored, False
+    return finish_and_persist(prepare(batch, scorer, with_features=True), scorer, batch_id)
 
 
 # --------------------------------------------------------------------------- streaming batch scorer
@@ -356,6 +384,7 @@ def score_file(
     persist: bool = True,
     batch_id_prefix: str | None = None,
     progress: bool = True,
+    overlap: bool = True,
 ) -> ScoreFileResult:
     """Score a Parquet/CSV file in bounded chunks of whole flight dates.
 
@@ -363,29 +392,58 @@ def score_file(
     ``persist``, each chunk to the scored table as batch ``<prefix>-<chunk number>``
     where the prefix defaults to the input's name and content hash: re-running the same
     file adds nothing, and a run killed midway leaves only whole chunks behind.
+    ``overlap=False`` runs every stage in this thread, one chunk after the other (for
+    profiling the stages; the results are the same).
     """
     started = time.perf_counter()
     scorer = scorer or Scorer.load()
     frames, total = read_batches(input_path, batch_rows)  # refuses a missing or unreadable file
     prefix = batch_id_prefix or f"{input_path.stem}-{file_sha256(input_path)[:12]}"
     chunker = DayChunks(batch_rows)
-    rows = chunks = persisted = 0
     bar = tqdm(
         total=total, unit="rows", unit_scale=True, desc=f"scoring {input_path.name}", disable=not progress
     )
-    with bar, ResponseFile(output_path, lambda: response_schema(scorer)) as out:
+    rows = chunks = persisted = 0
+
+    def finish_chunk(prepared: Prepared | pl.DataFrame, batch_id: str) -> None:
+        """Predict, store and write one chunk (in the worker thread, chunks in order)."""
+        nonlocal rows, chunks, persisted
+        if isinstance(prepared, pl.DataFrame):  # stored by an earlier run
+            scored = prepared
+        elif persist:
+            scored, created = finish_and_persist(prepared, scorer, batch_id)
+            persisted += created
+        else:
+            scored = finish(prepared, scorer)
+        response = scored.select(RESPONSE_COLUMNS)
+        out.write(response.to_arrow())
+        rows += response.height
+        chunks += 1
+        bar.update(response.height)
+
+    # Chunk i is predicted and written in a worker thread while this thread reads, checks and
+    # builds the features of chunk i+1 (Polars, lleaves and Arrow release the GIL): two
+    # chunks in memory at most. Leaving the block waits for the worker's chunk, so a failure
+    # in chunk i+1 still leaves chunk i whole in the scored table and no output file.
+    with (
+        bar,
+        ResponseFile(output_path, lambda: response_schema(scorer)) as out,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-worker") as worker,
+    ):
+        pending: Future | None = None
         for i, chunk in enumerate(chunker(frames)):
             batch_id = f"{prefix}-{i:05d}"
-            if persist:
-                scored, created = score_and_persist(chunk, scorer, batch_id)
-                persisted += created
-                response = scored.select(RESPONSE_COLUMNS)
+            work = stored_batch(batch_id) if persist else None
+            if work is None:
+                work = prepare(chunk, scorer, with_features=persist)
+            if pending is not None:
+                pending.result()  # the previous chunk is written (or its error raised here)
+            if overlap:
+                pending = worker.submit(finish_chunk, work, batch_id)
             else:
-                response = score(chunk, scorer)
-            out.write(response.to_arrow())
-            rows += response.height
-            chunks += 1
-            bar.update(chunk.height)
+                finish_chunk(work, batch_id)
+        if pending is not None:
+            pending.result()
     if chunker.split_dates:
         logger.warning(
             "%s is not sorted by flight date: %d dates were scored in more than one chunk, so their "

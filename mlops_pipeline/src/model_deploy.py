@@ -196,10 +196,6 @@ def score_and_persist(batch, scorer: Scorer, batch_id: str) -> tuple[pl.DataFram
 # --------------------------------------------------------------------------- streaming batch scorer
 
 
-def _flight_date(frame: pl.DataFrame) -> pl.Series:
-    return frame.select(pl.date("year", "month", "day").alias("d"))["d"]
-
-
 def csv_convert_options(include: list[str] | None = None) -> pacsv.ConvertOptions:
     """Read CSV columns as the contract types, ``NA`` and empty as null (text columns too);
     ``time_hour`` stays text for the contract to parse. ``include``: read only these columns."""
@@ -457,6 +453,10 @@ def score_file(
 
 
 # --------------------------------------------------------------------------- the production period
+
+
+def _flight_date(frame: pl.DataFrame) -> pl.Series:
+    return frame.select(pl.date("year", "month", "day").alias("d"))["d"]
 
 
 def production_days(dates: pl.Series) -> list[date]:

@@ -13,8 +13,9 @@ The cache, one pair of files per model (keyed by the SHA-256 of its ``model.txt`
     artifacts/compiled/<model_sha256>.json   its verification record (below)
     artifacts/compiled/<model_sha256>.lock   serialises compiling between processes
 
-Compiling is slow (52 s for the 249-tree, 63-leaf production model on 2 cores; it grows
-with the number of trees), so it happens once per model and machine: the first process
+Compiling is slow (9-11 s for the 453-tree, 15-leaf production model on 2 cores, a minute
+for a 300-tree, 63-leaf one; it grows with trees and leaves), so it happens once per model
+and machine: the first process
 takes the lock, compiles to a temporary file, verifies, writes the record and renames the
 object into place; processes that started at the same time (Ray actors, API workers) wait
 on the lock and then load the result in about 0.1 s. A process that waits longer than
@@ -201,7 +202,9 @@ def _load_or_compile(artifact, lleaves) -> CompiledPredictor:
 def _compile(artifact, lleaves, model_file: Path, object_path: Path, record_path: Path, threads: int):
     temp = object_path.with_name(f".{object_path.stem}.{uuid.uuid4().hex}.o.tmp")
     try:
-        logger.info("compiling model %s with lleaves (about a minute per 300 trees)...", artifact.version)
+        logger.info(
+            "compiling model %s with lleaves (seconds to minutes, with trees and leaves)...", artifact.version
+        )
         started = time.perf_counter()
         model = lleaves.Model(model_file=str(model_file))
         model.compile(cache=str(temp))  # lleaves writes the object file once it is built

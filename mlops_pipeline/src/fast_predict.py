@@ -15,9 +15,8 @@ The cache, one pair of files per model (keyed by the SHA-256 of its ``model.txt`
 
 Compiling is slow (9-11 s for the 453-tree, 15-leaf production model on 2 cores, a minute
 for a 300-tree, 63-leaf one; it grows with trees and leaves), so it happens once per model
-and machine: the first process
-takes the lock, compiles to a temporary file, verifies, writes the record and renames the
-object into place; processes that started at the same time (Ray actors, API workers) wait
+and machine: the first process takes the lock, compiles to a temporary file, verifies,
+writes the record and renames the object into place; processes that started at the same time (Ray actors, API workers) wait
 on the lock and then load the result in about 0.1 s. A process that waits longer than
 :data:`LOCK_TIMEOUT_S` scores with LightGBM instead of hanging.
 

@@ -182,6 +182,7 @@ def add_schedule_context(lf: pl.LazyFrame) -> pl.LazyFrame:
     stacked back beside the flights in their original order: per-group ranks and a join
     that gathers every column of the batch cost three times as much.
     """
+    lf = lf.cache()  # read by both branches below: computed once, not once per branch
     day_origin = ["flight_date", "origin"]
     dep = pl.col("sched_dep_min")
     position = pl.int_range(pl.len(), dtype=pl.UInt32)
@@ -234,6 +235,7 @@ def add_weather_context(lf: pl.LazyFrame) -> pl.LazyFrame:
     Built from the weather attached to the batch's own flights: one row per
     (date, origin, hour) that has a departure, so it needs no other table.
     """
+    lf = lf.cache()  # read three times below (hours, per-flight keys, the output)
     hours = (
         lf.select(
             "flight_date", "origin", "hour", "temp", "precip", "visib", "wind_speed", "wind_gust", "pressure"
@@ -334,6 +336,14 @@ def features(lf: pl.LazyFrame, state: FeatureState) -> pl.LazyFrame:
     return lf.pipe(drop_leakage).pipe(engineer).pipe(encode, state)
 
 
+def collect(lf: pl.LazyFrame) -> pl.DataFrame:
+    """Run a feature plan: training and scoring both collect through here. The in-memory
+    engine, not the default streaming one: on a 250,000-flight scoring chunk the plan takes
+    191 ms of CPU against 268 ms (and 377 ms before the ``cache()`` of the two context
+    steps' inputs), with identical output."""
+    return lf.collect(engine="in-memory")
+
+
 def to_matrix(frame: pl.DataFrame):
     """The model input: ``FEATURES`` in order, float64, C-contiguous (what LightGBM and lleaves expect).
     Polars writes the row-major array directly (the default column-major one needs a second copy)."""
@@ -366,10 +376,10 @@ def build_datasets(raw: pl.LazyFrame | None = None) -> Datasets:
     raw = scan_raw() if raw is None else raw
     checked = validate_raw(raw).lazy()  # a ContractViolation names column, rule and row count
     # target first: it needs arr_delay, which drop_leakage removes before any feature is built
-    engineered = checked.pipe(add_target).pipe(drop_leakage).pipe(engineer).collect()
+    engineered = collect(checked.pipe(add_target).pipe(drop_leakage).pipe(engineer))
     parts = split_by_date(engineered)
     state = fit_state(parts["train"])
-    encoded = {name: encode(part.lazy(), state).collect() for name, part in parts.items()}
+    encoded = {name: collect(encode(part.lazy(), state)) for name, part in parts.items()}
     return Datasets(encoded["train"], encoded["validation"], encoded["test"], state)
 
 

@@ -125,8 +125,8 @@ def prepare(
     valid = validate_scoring_input(frame)
     # only what the response and the scored table use: the batch's other columns (strings
     # among them) are then never carried through the feature joins
-    engineered = (
-        fe.features(valid.lazy(), scorer.state).select("flight_date", *fe.FEATURES, *UNKNOWN_FLAGS).collect()
+    engineered = fe.collect(
+        fe.features(valid.lazy(), scorer.state).select("flight_date", *fe.FEATURES, *UNKNOWN_FLAGS)
     )
     return Prepared(valid.select(KEY_COLUMNS), engineered, fe.to_matrix(engineered), with_features)
 

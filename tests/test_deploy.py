@@ -303,7 +303,11 @@ def test_the_cli_reports_bad_input_without_a_traceback(use_trained, raw_frame, t
     header = ",".join(SCORING_INPUT_COLUMNS)
     (tmp_path / "bad.csv").write_text(header + "\n" + ",".join(["2013", "13abc"] + ["1"] * 29) + "\n")
     (tmp_path / "notes.txt").write_text("hello")
+    data = bytearray((tmp_path / "bad.parquet").read_bytes())
+    data[100 : len(data) // 2] = bytes(len(data) // 2 - 100)  # pages zeroed, footer intact
+    (tmp_path / "damaged.parquet").write_bytes(bytes(data))
     for name, expected in [
+        ("damaged.parquet", "damaged.parquet: rows 0 to 250,000 cannot be read"),
         ("bad.parquet", "column 'distance': rule 'in_range(1, 12500)' failed on"),
         ("bad.csv", "column 'month' holds a value that is not int32"),
         ("notes.txt", "unsupported input format '.txt'"),

@@ -227,9 +227,20 @@ def read_batches(path: Path, batch_rows: int) -> tuple[Iterator[pl.DataFrame], i
             raise InputError(f"{path.name}: not a readable Parquet file ({exc})") from None
         present = set(metadata.schema.to_arrow_schema().names)
         scan = pl.scan_parquet(path).select(c for c in SCORING_INPUT_COLUMNS if c in present)
-        total = metadata.num_rows
-        return (scan.slice(start, batch_rows).collect() for start in range(0, total, batch_rows)), total
+        return _parquet_frames(path, scan, metadata.num_rows, batch_rows), metadata.num_rows
     return _csv_frames(path), None
+
+
+def _parquet_frames(path: Path, scan: pl.LazyFrame, total: int, batch_rows: int) -> Iterator[pl.DataFrame]:
+    for start in range(0, total, batch_rows):
+        try:
+            frame = scan.slice(start, batch_rows).collect()
+        except pl.exceptions.PolarsError as exc:  # a damaged page: say where, not what it held
+            reason = str(exc).splitlines()[0][:200]
+            raise InputError(
+                f"{path.name}: rows {start:,} to {start + batch_rows:,} cannot be read ({reason})"
+            ) from None
+        yield frame
 
 
 def _csv_frames(path: Path) -> Iterator[pl.DataFrame]:

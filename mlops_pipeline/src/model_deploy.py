@@ -210,17 +210,23 @@ def csv_convert_options(include: list[str] | None = None) -> pacsv.ConvertOption
     )
 
 
-def read_batches(path: Path, batch_rows: int) -> tuple[Iterator[pl.DataFrame], int | None]:
-    """Stream a Parquet or CSV file as frames of at most ``batch_rows`` rows (CSV: of its
-    16 MiB blocks); returns (frames, total rows if known). Only the scoring-input columns
-    are read. Parquet is read by Polars, one row range at a time: it decodes a quarter of
-    the CPU time pyarrow's ``iter_batches`` takes, and each range reads only its row groups."""
+def input_format(path: Path) -> str:
+    """The input file's format, ``.parquet`` or ``.csv`` (by its suffix); another suffix or a
+    missing file is an InputError. Both engines (this module and ray_scoring) ask here."""
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise InputError(f"{path.name}: unsupported input format {suffix!r}; use .parquet or .csv")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    if suffix == ".parquet":
+    return suffix
+
+
+def read_batches(path: Path, batch_rows: int) -> tuple[Iterator[pl.DataFrame], int | None]:
+    """Stream a Parquet or CSV file as frames of at most ``batch_rows`` rows (CSV: of its
+    16 MiB blocks); returns (frames, total rows if known). Only the scoring-input columns
+    are read. Parquet is read by Polars, one row range at a time: it decodes a quarter of
+    the CPU time pyarrow's ``iter_batches`` takes, and each range reads only its row groups."""
+    if input_format(path) == ".parquet":
         try:
             metadata = pq.read_metadata(path)
         except (pa.ArrowException, OSError) as exc:

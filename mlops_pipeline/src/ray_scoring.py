@@ -85,7 +85,7 @@ from warehouse import file_sha256
 
 logger = logging.getLogger(__name__)
 
-DAY_KEYS = ["year", "month", "day"]
+DAY_KEYS = list(model_deploy.DAY_COLUMNS)
 # Internal column: whether this run stored the row's day in the lake (stripped from the output).
 CREATED_COLUMN = "__persisted_by_this_run"
 SRC_DIR = Path(__file__).resolve().parent
@@ -199,14 +199,11 @@ def input_columns(path: Path) -> list[str]:
     """The scoring-input columns the file holds (others, e.g. leakage columns, are never read).
 
     A file that lacks some is refused here, on the driver, with the contract's message."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
+    if model_deploy.input_format(path) == ".parquet":
         names = pq.read_schema(path).names
-    elif suffix == ".csv":
+    else:
         with pacsv.open_csv(path) as reader:
             names = reader.schema.names
-    else:
-        raise ValueError(f"{path.name}: unsupported input format {suffix!r}; use .parquet or .csv")
     present = [c for c in SCORING_INPUT_COLUMNS if c in names]
     if len(present) < len(SCORING_INPUT_COLUMNS):
         validate_scoring_input(pl.DataFrame(schema={c: CONTRACT_DTYPES[c] for c in present}))

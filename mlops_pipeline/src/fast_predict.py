@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from settings import get_settings
+from warehouse import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def _load_or_compile(artifact, lleaves) -> CompiledPredictor:
     with _exclusive(lock_path):
         record = _read_record(record_path)
         if object_path.exists():
-            object_sha = _sha256(object_path.read_bytes())
+            object_sha = file_sha256(object_path)
             trusted = (
                 record is not None
                 and record.get("format") == RECORD_FORMAT
@@ -212,7 +213,7 @@ def _compile(artifact, lleaves, model_file: Path, object_path: Path, record_path
             raise RuntimeError("lleaves did not write the compiled object file")
         record = _verify(model, artifact, threads, guarded=False)
         record |= {
-            "object_sha256": _sha256(temp.read_bytes()),
+            "object_sha256": file_sha256(temp),
             "compile_seconds": round(compile_seconds, 3),
             "source": "compiled",
         }
@@ -238,7 +239,7 @@ def _compile(artifact, lleaves, model_file: Path, object_path: Path, record_path
 def _checked_model_file(artifact) -> Path:
     """The artifact's model.txt, re-checked against the SHA-256 it was loaded with."""
     path = Path(artifact.path) / "model.txt"
-    if _sha256(path.read_bytes()) != artifact.model_sha256:
+    if file_sha256(path) != artifact.model_sha256:
         raise VerificationError(f"{path} changed since the artifact was loaded")
     return path
 
@@ -281,10 +282,6 @@ def _exclusive(lock_path: Path, timeout: float | None = None) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _version(package: str) -> str | None:
     try:
         return package_version(package)
@@ -304,7 +301,7 @@ def _environment() -> dict[str, Any]:
         "lleaves": _version("lleaves"),
         "llvmlite": _version("llvmlite"),
         "cpu": llvm.get_host_cpu_name(),
-        "cpu_features_sha256": _sha256(features.encode())[:16],
+        "cpu_features_sha256": hashlib.sha256(features.encode()).hexdigest()[:16],
     }
 
 

@@ -31,6 +31,7 @@ import lightgbm as lgb
 
 from ft_engineering import FeatureState
 from settings import get_settings
+from warehouse import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def verify(folder: Path) -> dict[str, str]:
         path = folder / name
         if name not in expected or not path.exists():
             raise ArtifactError(f"{folder.name}: {name} is missing from the artifact")
-        if _sha256(path.read_bytes()) != expected[name]:
+        if file_sha256(path) != expected[name]:
             raise ArtifactError(f"{folder.name}: {name} does not match its SHA-256; refusing to load it")
     return expected
 

@@ -68,7 +68,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 import ft_engineering as fe  # noqa: E402
 from model_artifact import models_dir, save_artifact, set_latest, verify  # noqa: E402
-from model_monitoring import build_reference_profile  # noqa: E402
+from reference_profile import build_reference_profile  # noqa: E402
 from settings import get_settings  # noqa: E402
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""model_deploy: the score function, its parity across paths, exactly-once persistence."""
+"""The scoring core and the file scorer: the score function, parity across paths, persistence, the CLI."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+import file_scoring as fs
 import ft_engineering as fe
 import lake
-import model_deploy as md
+import production as prod
+import scoring as sc
 from conftest import RAW_CSV, SRC_DIR
 from data_contract import SCORING_INPUT_COLUMNS, ContractViolation
 from settings import get_settings
@@ -22,8 +24,8 @@ from warehouse import connect, load_raw_csv
 
 
 @pytest.fixture
-def scorer(use_trained) -> md.Scorer:
-    return md.Scorer.load()
+def scorer(use_trained) -> sc.Scorer:
+    return sc.Scorer.load()
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +38,9 @@ def production(trained, tmp_path_factory):
         mp.setenv("MLOPS_LAKE_DIR", str(folder / "lake"))
         get_settings.cache_clear()
         load_raw_csv(RAW_CSV)
-        scorer = md.Scorer.load()
-        first = md.score_production(scorer, progress=False)
-        rerun = md.score_production(scorer, progress=False)
+        scorer = sc.Scorer.load()
+        first = prod.score_production(scorer, progress=False)
+        rerun = prod.score_production(scorer, progress=False)
         with connect(read_only=True) as con:
             scored = con.sql("SELECT * FROM scored").pl()
             joined = con.sql(
@@ -63,10 +65,10 @@ def _decode_keys(frame: pl.DataFrame, state: fe.FeatureState) -> pl.DataFrame:
 
 def test_score_returns_keys_score_label_version_and_flags(scorer, raw_frame) -> None:
     batch = _days(raw_frame, 10, range(1, 2))
-    out = md.score(batch, scorer)
-    assert out.columns == md.RESPONSE_COLUMNS
+    out = sc.score(batch, scorer)
+    assert out.columns == sc.RESPONSE_COLUMNS
     assert out.height == batch.height
-    assert out.select(md.KEY_COLUMNS).equals(batch.select(md.KEY_COLUMNS))
+    assert out.select(sc.KEY_COLUMNS).equals(batch.select(sc.KEY_COLUMNS))
     assert out["score"].is_between(0, 1).all()
     assert (out["label"] == (out["score"] >= scorer.artifact.threshold).cast(pl.Int8)).all()
     assert (out["model_version"] == scorer.artifact.version).all()
@@ -76,15 +78,15 @@ def test_unknown_categories_are_scored_and_flagged(scorer, raw_frame) -> None:
     batch = _days(raw_frame, 10, range(1, 2)).with_columns(
         pl.lit("QQ").alias("carrier"), pl.lit("ZZZ").alias("dest")
     )
-    out = md.score(batch, scorer)
+    out = sc.score(batch, scorer)
     assert out["score"].is_not_null().all()
     assert out["unknown_carrier"].all() and out["unknown_dest"].all() and not out["unknown_origin"].any()
 
 
 def test_leakage_columns_sent_by_a_client_change_nothing(scorer, raw_frame) -> None:
     day = raw_frame.filter(pl.col("month") == 10, pl.col("day") == 2)
-    with_leakage = md.score(day, scorer)  # the full raw rows, dep_time and arr_delay included
-    without = md.score(day.select(SCORING_INPUT_COLUMNS), scorer)
+    with_leakage = sc.score(day, scorer)  # the full raw rows, dep_time and arr_delay included
+    without = sc.score(day.select(SCORING_INPUT_COLUMNS), scorer)
     assert with_leakage.equals(without)
 
 
@@ -93,17 +95,17 @@ def test_invalid_batch_is_refused_and_leaves_nothing(scorer, raw_frame) -> None:
         pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("XXX")).otherwise(pl.col("origin")).alias("origin")
     )
     with pytest.raises(ContractViolation) as caught:
-        md.score_and_persist(batch, scorer, "bad-batch")
+        sc.score_and_persist(batch, scorer)
     assert any(f.column == "origin" and f.failing_rows == 3 for f in caught.value.failures)
-    assert lake.batch_ids(md.SCORED_DATASET) == []
+    assert lake.batch_ids(sc.SCORED_DATASET) == []
 
 
-def test_repeated_batch_id_adds_nothing(scorer, raw_frame) -> None:
+def test_the_same_rows_again_add_nothing(scorer, raw_frame) -> None:
     batch = _days(raw_frame, 10, range(4, 5))
-    first, created = md.score_and_persist(batch, scorer, "day-2013-10-04")
-    again, created_again = md.score_and_persist(batch, scorer, "day-2013-10-04")
-    assert created and not created_again
-    assert lake.read_dataset(md.SCORED_DATASET).collect().height == batch.height
+    first, stored = sc.score_and_persist(batch, scorer)
+    again, stored_again = sc.score_and_persist(batch, scorer)
+    assert stored.new_rows == batch.height and stored_again == sc.Persisted(None, 0, batch.height)
+    assert lake.read_dataset(sc.SCORED_DATASET).collect().height == batch.height
     assert again.select("score").equals(first.select("score"))
 
 
@@ -113,8 +115,8 @@ def test_parity_training_daily_batches_and_file_scorer(
     """Training-time predictions, the daily production batches and the streaming file
     scorer (multi-day chunks) give identical scores for every Sep-Dec flight."""
     first, _, scored, _ = production
-    assert first == {"days": 122, "rows": 111_866, "new_batches": 122}
-    daily = scored.select(*md.KEY_COLUMNS, pl.col("score").alias("daily"))
+    assert first == {"days": 122, "rows": 111_866, "new_rows": 111_866, "new_batches": 122}
+    daily = scored.select(*sc.KEY_COLUMNS, pl.col("score").alias("daily"))
     # training frames hold category codes: decode carrier/origin (carriers too rare to be
     # levels decode to null and are compared through the other two paths only)
     state = real_datasets.state
@@ -123,7 +125,7 @@ def test_parity_training_daily_batches_and_file_scorer(
             pl.col(c).replace_strict(list(range(len(state.category_levels[c]))), state.category_levels[c])
             for c in ("carrier", "origin")
         )
-        .select(md.KEY_COLUMNS)
+        .select(sc.KEY_COLUMNS)
         .with_columns(
             pl.Series("trained", use_trained.best.model.predict_proba(fe.to_matrix(real_datasets.test))[:, 1])
         )
@@ -132,23 +134,23 @@ def test_parity_training_daily_batches_and_file_scorer(
 
     source = tmp_path / "production.parquet"
     raw_frame.filter(pl.col("month") >= 9).select(SCORING_INPUT_COLUMNS).write_parquet(source)
-    result = md.score_file(source, tmp_path / "out.parquet", batch_rows=20_000, persist=False, progress=False)
+    result = fs.score_file(source, tmp_path / "out.parquet", batch_rows=20_000, persist=False, progress=False)
     assert result.rows == 111_866 and result.chunks > 3 and result.split_dates == 0
     streamed = pl.read_parquet(tmp_path / "out.parquet").select(
-        *md.KEY_COLUMNS, pl.col("score").alias("streamed")
+        *sc.KEY_COLUMNS, pl.col("score").alias("streamed")
     )
 
-    both = daily.join(streamed, on=md.KEY_COLUMNS)
+    both = daily.join(streamed, on=sc.KEY_COLUMNS)
     assert both.height == 111_866
     assert (both["daily"] == both["streamed"]).all()
-    joined = training_time.join(both, on=md.KEY_COLUMNS)
+    joined = training_time.join(both, on=sc.KEY_COLUMNS)
     assert joined.height == 111_866 - unknown_carrier
     assert np.abs(joined["trained"] - joined["daily"]).max() <= 1e-12
 
 
 def test_actuals_join_the_scored_table(production, raw_frame) -> None:
     first, rerun, _, (rows, disrupted, batches) = production
-    assert rerun["new_batches"] == 0  # a rerun adds nothing
+    assert rerun["new_batches"] == rerun["new_rows"] == 0  # a rerun adds nothing
     expected = fe.add_target(raw_frame.filter(pl.col("month") >= 9).lazy()).collect()
     assert rows == expected.height and batches == 122
     assert disrupted == expected[fe.TARGET].sum()
@@ -161,15 +163,15 @@ def test_csv_and_parquet_inputs_give_the_same_scores(scorer, raw_frame, tmp_path
     header = lines[0]
     november = [ln for ln in lines[1:] if ln.startswith(("2013,11,1,", "2013,11,2,", "2013,11,3,"))]
     (tmp_path / "in.csv").write_text(header + "".join(november))
-    a = md.score_file(
+    a = fs.score_file(
         tmp_path / "in.parquet", tmp_path / "a.parquet", scorer=scorer, persist=False, progress=False
     )
-    b = md.score_file(
+    b = fs.score_file(
         tmp_path / "in.csv", tmp_path / "b.parquet", scorer=scorer, persist=False, progress=False
     )
     assert a.rows == b.rows == days.height
     left, right = pl.read_parquet(tmp_path / "a.parquet"), pl.read_parquet(tmp_path / "b.parquet")
-    assert left.sort(md.KEY_COLUMNS).equals(right.sort(md.KEY_COLUMNS))
+    assert left.sort(sc.KEY_COLUMNS).equals(right.sort(sc.KEY_COLUMNS))
 
 
 def test_a_failing_chunk_leaves_only_whole_batches_and_no_output(scorer, raw_frame, tmp_path) -> None:
@@ -178,11 +180,11 @@ def test_a_failing_chunk_leaves_only_whole_batches_and_no_output(scorer, raw_fra
     )
     days.write_parquet(tmp_path / "in.parquet")
     with pytest.raises(ContractViolation, match="distance"):
-        md.score_file(
+        fs.score_file(
             tmp_path / "in.parquet", tmp_path / "out.parquet", scorer=scorer, batch_rows=500, progress=False
         )
     assert not (tmp_path / "out.parquet").exists()
-    stored = lake.read_dataset(md.SCORED_DATASET).collect()
+    stored = lake.read_dataset(sc.SCORED_DATASET).collect()
     per_day = stored.group_by("day").len().sort("day")
     expected = days.filter(pl.col("day") < 3).group_by("day").len().sort("day")
     assert per_day.equals(expected)  # days 1 and 2 whole, nothing of day 3
@@ -193,51 +195,50 @@ def test_a_killed_scorer_leaves_no_partial_batch(use_trained, raw_frame, tmp_pat
     source = tmp_path / "september.parquet"
     days.write_parquet(source, row_group_size=2_000)
     code = (
-        "import model_deploy as md, pathlib; "
-        f"md.score_file(pathlib.Path({str(source)!r}), pathlib.Path({str(tmp_path / 'out.parquet')!r}), "
-        "batch_rows=1000, progress=False, batch_id_prefix='sept')"
+        "import file_scoring as fs, pathlib; "
+        f"fs.score_file(pathlib.Path({str(source)!r}), pathlib.Path({str(tmp_path / 'out.parquet')!r}), "
+        "batch_rows=1000, progress=False)"
     )
     env = {**os.environ, "PYTHONPATH": str(SRC_DIR)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     deadline = time.monotonic() + 60
-    while len(lake.batch_ids(md.SCORED_DATASET)) < 3 and time.monotonic() < deadline and proc.poll() is None:
+    while len(lake.batch_ids(sc.SCORED_DATASET)) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "out.parquet").exists()
-    partial = lake.read_dataset(md.SCORED_DATASET).collect()
+    partial = lake.read_dataset(sc.SCORED_DATASET).collect()
     assert 0 < partial.height < days.height, "kill the scorer while it is writing"
     dates_done = partial.select("month", "day").unique()
     assert partial.height == days.join(dates_done, on=["month", "day"]).height  # whole days only
 
     # the rerun scores what is missing and adds nothing twice
-    done_before = len(lake.batch_ids(md.SCORED_DATASET))
-    result = md.score_file(
-        source, tmp_path / "out.parquet", batch_rows=1000, progress=False, batch_id_prefix="sept"
-    )
-    final = lake.read_dataset(md.SCORED_DATASET).collect()
+    done_before = len(lake.batch_ids(sc.SCORED_DATASET))
+    result = fs.score_file(source, tmp_path / "out.parquet", batch_rows=1000, progress=False)
+    final = lake.read_dataset(sc.SCORED_DATASET).collect()
     assert final.height == days.height == result.rows
-    assert final.select(md.KEY_COLUMNS).is_unique().all()
-    assert result.persisted_chunks == result.chunks - done_before
+    assert final.select(sc.KEY_COLUMNS).is_unique().all()
+    assert result.new_batches == result.chunks - done_before
+    assert result.new_rows + result.already_stored == days.height == result.new_rows + partial.height
 
 
 def test_readers_query_the_scored_table_while_a_writer_appends(use_trained, raw_frame) -> None:
     load_raw_csv(RAW_CSV)
-    scorer = md.Scorer.load()
+    scorer = sc.Scorer.load()
     first = _days(raw_frame, 9, range(1, 2))
-    md.score_and_persist(first, scorer, "seed-batch")
-    md.register_views()
+    sc.score_and_persist(first, scorer)
+    sc.register_views()
     flights_per_day = raw_frame.filter(pl.col("month") >= 9).group_by("month", "day").len()
 
     env = {**os.environ, "PYTHONPATH": str(SRC_DIR)}
     writer = subprocess.Popen(
-        [sys.executable, "-c", "import model_deploy as md; md.score_production(progress=False)"], env=env
+        [sys.executable, "-c", "import production; production.score_production(progress=False)"], env=env
     )
     observed = []
     with connect(read_only=True) as con:
         while writer.poll() is None:
             per_batch = con.sql(
-                "SELECT month, day, count(*) AS n FROM scored WHERE batch_id LIKE 'daily-%' GROUP BY 1, 2"
+                "SELECT month, day, count(*) AS n FROM scored WHERE (month, day) <> (9, 1) GROUP BY 1, 2"
             ).pl()
             observed.append(per_batch.height)
             whole = per_batch.join(flights_per_day, on=["month", "day"])
@@ -252,7 +253,7 @@ def test_a_model_trained_on_another_feature_definition_is_refused(use_trained, m
 
     monkeypatch.setattr(fe, "FEATURE_VERSION", fe.FEATURE_VERSION + 1)
     with pytest.raises(ArtifactError, match="retrain"):
-        md.Scorer.load()
+        sc.Scorer.load()
 
 
 def test_an_empty_input_gets_a_typed_empty_output(scorer, tmp_path) -> None:
@@ -261,9 +262,9 @@ def test_an_empty_input_gets_a_typed_empty_output(scorer, tmp_path) -> None:
     pl.DataFrame(schema={c: CONTRACT_DTYPES[c] for c in SCORING_INPUT_COLUMNS}).write_parquet(
         tmp_path / "in.parquet"
     )
-    result = md.score_file(tmp_path / "in.parquet", tmp_path / "out.parquet", scorer=scorer, progress=False)
+    result = fs.score_file(tmp_path / "in.parquet", tmp_path / "out.parquet", scorer=scorer, progress=False)
     out = pl.read_parquet(tmp_path / "out.parquet")
-    assert result.rows == 0 and out.height == 0 and out.columns == md.RESPONSE_COLUMNS
+    assert result.rows == 0 and out.height == 0 and out.columns == sc.RESPONSE_COLUMNS
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
@@ -291,7 +292,7 @@ def test_impossible_and_missing_dates_reach_the_contract(scorer, raw_frame, tmp_
     )
     broken.write_parquet(tmp_path / "in.parquet")
     with pytest.raises(ContractViolation) as caught:
-        md.score_file(tmp_path / "in.parquet", tmp_path / "out.parquet", scorer=scorer, progress=False)
+        fs.score_file(tmp_path / "in.parquet", tmp_path / "out.parquet", scorer=scorer, progress=False)
     found = {(f.column, f.rule, f.failing_rows) for f in caught.value.failures}
     assert ("month", "in_range(1, 12)", 3) in found and ("day", "not_nullable", 2) in found
     assert not (tmp_path / "out.parquet").exists()
@@ -309,7 +310,7 @@ def test_the_cli_reports_bad_input_without_a_traceback(use_trained, raw_frame, t
     for name, expected in [
         ("damaged.parquet", "damaged.parquet: rows 0 to 250,000 cannot be read"),
         ("bad.parquet", "column 'distance': rule 'in_range(1, 12500)' failed on"),
-        ("bad.csv", "column 'month' holds a value that is not int32"),
+        ("bad.csv", "column 'month' holds a value that is not Int32"),
         ("notes.txt", "unsupported input format '.txt'"),
         ("missing.parquet", "no such file"),
     ]:
@@ -325,7 +326,7 @@ def test_overlapped_and_sequential_stages_give_the_same_file(scorer, raw_frame, 
     outputs = []
     for overlap in (True, False):
         out = tmp_path / f"out_{overlap}.parquet"
-        result = md.score_file(
+        result = fs.score_file(
             tmp_path / "in.parquet", out, scorer=scorer, batch_rows=700, persist=False, progress=False,
             overlap=overlap,
         )  # fmt: skip

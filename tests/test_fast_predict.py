@@ -217,9 +217,9 @@ def test_missing_lleaves_falls_back(artifact, monkeypatch, caplog):
 
 
 def test_scorer_uses_the_compiled_model():
-    """model_deploy.Scorer.load picks the compiled twin, and fast=False keeps LightGBM."""
+    """scoring.Scorer.load picks the compiled twin, and fast=False keeps LightGBM."""
     import ft_engineering as fe
-    from model_deploy import Scorer
+    from scoring import Scorer
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(2000, len(fe.FEATURES)))

@@ -4,11 +4,10 @@ One local cluster is started for the module (``ray_scoring.init_ray``, the set-u
 uses) and shut down at the end. The model is a real artifact trained and saved by
 ``model_training_evaluation.run`` into the module's own artifacts folder, on 10 % of the
 real data with LightGBM as the only candidate (the other candidates are not needed here,
-and sparing them keeps the module's time for Ray). The input is four real production days
-with their rows shuffled, so every day's flights are spread over the whole file and only
-the grouping by flight date can make the features exact. LightGBM's own predict is used on
-both sides (``MLOPS_FAST_PREDICT=0``, set on the driver: it reaches the actors with the
-other ``MLOPS_*`` settings); the compiled fast path has its own parity tests.
+and sparing them keeps the module's time for Ray). The input is four real production days,
+in date order but each day's rows shuffled. LightGBM's own predict is used on both sides
+(``MLOPS_FAST_PREDICT=0``, set on the driver: it reaches the actors with the other
+``MLOPS_*`` settings); the compiled fast path has its own parity tests.
 """
 
 from __future__ import annotations
@@ -17,19 +16,19 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 import pytest
 import ray
 from polars.testing import assert_frame_equal
 
+import file_scoring as fs
 import ft_engineering as fe
 import lake
 import model_deploy as md
 import model_training_evaluation as mte
 import ray_scoring
-from data_contract import SCORING_INPUT_COLUMNS, ContractViolation, validate_scoring_input
+import scoring as sc
+from data_contract import SCORING_INPUT_COLUMNS, ContractViolation
 from settings import get_settings
-from warehouse import file_sha256
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,6 +37,7 @@ pytestmark = [
 ]
 
 DAYS = [date(2013, 9, d) for d in (3, 4, 5, 6)]
+BATCH_ROWS = 1_500  # about one day a chunk: several chunks, two actors busy
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,7 @@ def model_folder(real_datasets, tmp_path_factory) -> Path:
 def workspace(model_folder, raw_frame, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("ray_scoring")
     days = raw_frame.filter(pl.date("year", "month", "day").is_in(DAYS)).select(SCORING_INPUT_COLUMNS)
-    shuffled = days.sample(fraction=1.0, shuffle=True, seed=13)
-    assert not shuffled["day"].is_sorted()  # every day's flights are spread over the file
+    shuffled = days.sample(fraction=1.0, shuffle=True, seed=13).sort("day", maintain_order=True)
     shuffled.write_parquet(folder / "flights.parquet")
     return {
         "folder": folder,
@@ -88,11 +87,13 @@ def _point_settings(mp: pytest.MonkeyPatch, workspace: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def first_run(workspace, ray_cluster) -> md.ScoreFileResult:
-    """The shuffled file scored once on Ray, persisting every day to the module's lake."""
+def first_run(workspace, ray_cluster) -> fs.ScoreFileResult:
+    """The file scored once on Ray, storing every row in the module's lake."""
     with pytest.MonkeyPatch.context() as mp:
         _point_settings(mp, workspace)
-        result = ray_scoring.score_file_ray(workspace["input"], workspace["folder"] / "ray.parquet")
+        result = ray_scoring.score_file_ray(
+            workspace["input"], workspace["folder"] / "ray.parquet", batch_rows=BATCH_ROWS
+        )
     get_settings.cache_clear()
     return result
 
@@ -105,83 +106,67 @@ def shared_settings(workspace, monkeypatch):
     get_settings.cache_clear()
 
 
-def _by_key(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.sort(md.KEY_COLUMNS)
+def _stored() -> pl.DataFrame:
+    return lake.read_dataset(sc.SCORED_DATASET).collect()
 
 
-def test_each_flight_date_is_one_batch_scored_and_stored_once(first_run, workspace, shared_settings) -> None:
+def test_ray_stores_every_row_once_and_answers_in_input_order(first_run, workspace, shared_settings) -> None:
     rows = workspace["rows"]
-    prefix = f"flights-{file_sha256(workspace['input'])[:12]}"
-    assert (first_run.rows, first_run.chunks, first_run.persisted_chunks) == (rows.height, 4, 4)
-    assert first_run.split_dates == 0 and first_run.batch_id_prefix == prefix
+    assert (first_run.rows, first_run.new_rows, first_run.already_stored) == (rows.height, rows.height, 0)
+    assert first_run.chunks >= 3 and first_run.new_batches == first_run.chunks
     output = pl.read_parquet(first_run.output)
-    assert output.columns == md.RESPONSE_COLUMNS
-    assert _by_key(output.select(md.KEY_COLUMNS)).equals(_by_key(rows.select(md.KEY_COLUMNS)))
-    # one lake batch per day, named by the date, holding exactly that day's flights
-    assert lake.batch_ids(md.SCORED_DATASET) == [f"{prefix}-{day}" for day in DAYS]
-    for day in DAYS:
-        stored = lake.read_dataset(md.SCORED_DATASET, only=[f"{prefix}-{day}"]).collect()
-        assert stored.height == rows.filter(pl.col("day") == day.day).height
-        assert stored["flight_date"].unique().to_list() == [day]
+    assert output.columns == sc.RESPONSE_COLUMNS
+    assert output.select(sc.KEY_COLUMNS).equals(rows.select(sc.KEY_COLUMNS))  # the input's order
+    stored = _stored()
+    assert stored.height == rows.height and stored.select(sc.KEY_COLUMNS).is_unique().all()
 
 
-def test_ray_scores_equal_whole_day_scores_in_process(first_run, workspace, shared_settings) -> None:
-    rows = workspace["rows"]
-    scorer = md.Scorer.load(fast=False)
-    whole_days = pl.concat([md.score(rows.filter(pl.col("day") == d.day), scorer) for d in DAYS])
-    output = pl.read_parquet(first_run.output)
-    assert output.height == whole_days.height
-    assert_frame_equal(_by_key(output), _by_key(whole_days), check_exact=False, rel_tol=0, abs_tol=1e-12)
-    # What makes it exact: the same rows scored in file-order chunks (what map_batches would
-    # hand an actor) see partial days, and their congestion features, hence scores, differ.
-    chunks = pl.concat([md.score(chunk, scorer) for chunk in rows.iter_slices(1_000)])
-    assert (_by_key(chunks)["score"] - _by_key(output)["score"]).abs().max() > 1e-6
-
-
-def test_ray_equals_the_local_file_scorer_on_date_sorted_input(first_run, workspace, shared_settings) -> None:
-    by_date = workspace["folder"] / "flights_by_date.parquet"
-    workspace["rows"].sort("year", "month", "day").write_parquet(by_date)
-    local = md.score_file(
-        by_date, workspace["folder"] / "local.parquet", scorer=md.Scorer.load(fast=False),
-        persist=False, progress=False,
+def test_ray_and_the_local_engine_score_alike_and_share_one_identity(
+    first_run, workspace, shared_settings
+) -> None:
+    """The local engine on the file Ray stored, with another chunk size: identical scores,
+    nothing stored again (engine switch and chunk-size change at once)."""
+    local = fs.score_file(
+        workspace["input"], workspace["folder"] / "local.parquet", scorer=sc.Scorer.load(fast=False),
+        batch_rows=BATCH_ROWS * 3, progress=False,
     )  # fmt: skip
-    assert local.split_dates == 0
+    assert (local.new_rows, local.already_stored) == (0, workspace["rows"].height)
     assert_frame_equal(
-        _by_key(pl.read_parquet(first_run.output)),
-        _by_key(pl.read_parquet(local.output)),
-        check_exact=False,
-        rel_tol=0,
+        pl.read_parquet(first_run.output), pl.read_parquet(local.output), check_exact=False, rel_tol=0,
         abs_tol=1e-12,
-    )
+    )  # fmt: skip
+    assert _stored().height == workspace["rows"].height
 
 
 def test_cli_rerun_on_the_running_cluster_adds_nothing(first_run, workspace, shared_settings, capsys) -> None:
-    stored_rows = lake.read_dataset(md.SCORED_DATASET).select(pl.len()).collect().item()
+    batches = lake.batch_ids(sc.SCORED_DATASET)
     output = workspace["folder"] / "cli.parquet"
     # Ray is initialised by this module, so the CLI's score_file_ray reuses that cluster
     # (no address needed) and must leave it running.
-    md.main(["score", str(workspace["input"]), str(output), "--engine", "ray"])
-    assert "in 4 chunks (0 newly persisted)" in capsys.readouterr().out
+    md.main(["score", str(workspace["input"]), str(output), "--engine", "ray", "--batch-rows", "2500"])
+    assert (
+        f"0 new rows stored in 0 batch(es), {workspace['rows'].height:,} already stored"
+        in capsys.readouterr().out
+    )
     assert ray.is_initialized()
-    assert lake.batch_ids(md.SCORED_DATASET) == [f"{first_run.batch_id_prefix}-{day}" for day in DAYS]
-    assert lake.read_dataset(md.SCORED_DATASET).select(pl.len()).collect().item() == stored_rows
-    assert _by_key(pl.read_parquet(output)).equals(_by_key(pl.read_parquet(first_run.output)))
+    assert lake.batch_ids(sc.SCORED_DATASET) == batches
+    assert pl.read_parquet(output).equals(pl.read_parquet(first_run.output))
 
 
-def test_csv_input_is_read_with_the_contract_types(workspace, ray_cluster, tmp_path: Path) -> None:
-    rows = workspace["rows"]
+def test_csv_input_scores_as_its_parquet_twin(first_run, workspace, shared_settings, tmp_path: Path) -> None:
     csv = tmp_path / "flights.csv"
-    rows.write_csv(csv, null_value="NA", datetime_format="%Y-%m-%dT%H:%M:%SZ")  # as the raw extract
-    assert ray_scoring.input_columns(csv) == SCORING_INPUT_COLUMNS
-    dataset = ray_scoring.read_input(csv, SCORING_INPUT_COLUMNS)
-    read = pl.from_arrow(pa.concat_tables(dataset.iter_batches(batch_format="pyarrow", batch_size=None)))
-    assert _by_key(validate_scoring_input(read)).equals(_by_key(validate_scoring_input(rows)))
+    workspace["rows"].write_csv(csv, null_value="NA", datetime_format="%Y-%m-%dT%H:%M:%SZ")  # as the extract
+    result = ray_scoring.score_file_ray(csv, tmp_path / "from_csv.parquet", batch_rows=BATCH_ROWS)
+    assert (result.new_rows, result.already_stored) == (0, workspace["rows"].height)
+    assert pl.read_parquet(result.output).equals(pl.read_parquet(first_run.output))
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # the converted file is gone
 
 
 def test_an_input_without_a_contract_column_is_refused_before_any_work(workspace, shared_settings) -> None:
     bad = workspace["folder"] / "no_distance.parquet"
     workspace["rows"].drop("distance").write_parquet(bad)
+    before = lake.batch_ids(sc.SCORED_DATASET)
     with pytest.raises(ContractViolation, match="distance"):
         ray_scoring.score_file_ray(bad, workspace["folder"] / "never.parquet")
     assert not (workspace["folder"] / "never.parquet").exists()
-    assert not any(batch.startswith("no_distance") for batch in lake.batch_ids(md.SCORED_DATASET))
+    assert lake.batch_ids(sc.SCORED_DATASET) == before

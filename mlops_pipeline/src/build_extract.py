@@ -30,6 +30,7 @@ from pathlib import Path
 
 import polars as pl
 
+from atomic import AtomicFile
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -97,10 +98,8 @@ def build_extract(source_dir: Path) -> pl.DataFrame:
 
 def write_extract(extract: pl.DataFrame, output: Path) -> str:
     """Write the extract with ``NA`` for missing values (nulls from unmatched joins included); return its SHA-256."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(output.suffix + ".tmp")
-    extract.write_csv(tmp, null_value=NULL_MARKER, line_terminator="\n")
-    tmp.replace(output)
+    with AtomicFile(output) as tmp:
+        extract.write_csv(tmp, null_value=NULL_MARKER, line_terminator="\n")
     return hashlib.sha256(output.read_bytes()).hexdigest()
 
 

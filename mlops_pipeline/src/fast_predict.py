@@ -1,7 +1,7 @@
 """Compiled tree backend for the scoring fast path: the artifact's LightGBM model compiled
 to native code by lleaves, used only once its scores are verified against LightGBM's.
 
-:func:`compiled_predictor` is what ``model_deploy.Scorer.load`` calls. It returns a
+:func:`compiled_predictor` is what ``scoring.Scorer.load`` calls. It returns a
 predictor (float64 matrix in, probabilities out) or ``None``, and ``None`` always means
 "score with LightGBM": lleaves or llvmlite missing, the fast path switched off, a compile
 error, or a compiled model whose scores differ from LightGBM's. Each reason is logged
@@ -51,9 +51,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from atomic import AtomicFile, write_bytes
 from settings import get_settings
 from warehouse import file_sha256
 
@@ -200,8 +199,7 @@ def _load_or_compile(artifact, lleaves) -> CompiledPredictor:
 
 
 def _compile(artifact, lleaves, model_file: Path, object_path: Path, record_path: Path, threads: int):
-    temp = object_path.with_name(f".{object_path.stem}.{uuid.uuid4().hex}.o.tmp")
-    try:
+    with AtomicFile(object_path, suffix=".o.tmp") as temp:
         logger.info(
             "compiling model %s with lleaves (seconds to minutes, with trees and leaves)...", artifact.version
         )
@@ -217,11 +215,9 @@ def _compile(artifact, lleaves, model_file: Path, object_path: Path, record_path
             "compile_seconds": round(compile_seconds, 3),
             "source": "compiled",
         }
-        # record first, then the object: an object on disk always has its record
+        # record first, then the object (published on leaving the block): an object on disk
+        # always has its record
         _write_record(record_path, record, object_path)
-        os.replace(temp, object_path)
-    finally:
-        temp.unlink(missing_ok=True)
     logger.info(
         "compiled model %s in %.1fs (%d trees); verified=%s, max |diff| %.3g over %d rows",
         artifact.version,
@@ -315,9 +311,7 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 def _write_record(path: Path, record: dict[str, Any], object_path: Path) -> None:
     record = {**record, "object_path": str(object_path), "written_at": datetime.now(UTC).isoformat()}
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(temp, path)
+    write_bytes(path, json.dumps(record, indent=2, sort_keys=True).encode())
 
 
 # --------------------------------------------------------------------------- verification

@@ -6,8 +6,8 @@ are never modified or deleted, so a reader only ever sees whole batches.
 
 Exactly once (DESIGN.md, property 5). :func:`write_batch` streams the batch into a temp
 file in the same folder whose name does not match ``*.parquet``
-(``.<batch_id>.<uuid>.parquet.tmp``), fsyncs it, and publishes it with ``os.link(tmp,
-final)``: a hard link is atomic and, unlike ``os.replace``, refuses to overwrite, so of
+(``.<batch_id>.parquet.<uuid>.parquet.tmp``), fsyncs it, and publishes it with ``os.link(tmp,
+final)`` (``atomic.AtomicFile``): a hard link is atomic and, unlike ``os.replace``, refuses to overwrite, so of
 two writers racing on one batch id exactly one publishes. The temp name is then unlinked
 and the folder fsynced. A writer that fails or is killed at any moment leaves at most a
 temp file, which readers never glob and :func:`clean_stale_temp_files` removes (each
@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from atomic import AtomicFile
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -377,41 +377,25 @@ def _hash_stream(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> _Conte
 # ---------------------------------------------------------------- writing
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the new directory entry durable; Windows cannot open a directory for fsync.
-    if os.name == "nt":
-        return
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_temp(
     temp: Path, batch_id: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
 ) -> _ContentHasher:
     hasher = _ContentHasher(schema)
     # "xb": the uuid makes the name unique; exclusive creation makes sure of it.
-    with temp.open("xb") as handle:
-        with pq.ParquetWriter(handle, schema, compression=COMPRESSION) as writer:
-            for chunk in _fixed_size_chunks(schema, batches, ROW_GROUP_ROWS):
-                hasher.update(chunk)
-                writer.write_batch(chunk, row_group_size=ROW_GROUP_ROWS)
-            # The hash is known only at the end; the footer is written on close.
-            writer.add_key_value_metadata(
-                {
-                    META_BATCH_ID: batch_id,
-                    META_SHA256: hasher.hexdigest(),
-                    META_HASH_SCHEME: HASH_SCHEME,
-                    META_ROWS: str(hasher.rows),
-                    META_WRITTEN_AT: datetime.now(UTC).isoformat(),
-                }
-            )
-        # The Parquet writer leaves the Python file open; the data must be on disk before
-        # the link makes it visible, or a crash could publish a short file.
-        handle.flush()
-        os.fsync(handle.fileno())
+    with temp.open("xb") as handle, pq.ParquetWriter(handle, schema, compression=COMPRESSION) as writer:
+        for chunk in _fixed_size_chunks(schema, batches, ROW_GROUP_ROWS):
+            hasher.update(chunk)
+            writer.write_batch(chunk, row_group_size=ROW_GROUP_ROWS)
+        # The hash is known only at the end; the footer is written on close.
+        writer.add_key_value_metadata(
+            {
+                META_BATCH_ID: batch_id,
+                META_SHA256: hasher.hexdigest(),
+                META_HASH_SCHEME: HASH_SCHEME,
+                META_ROWS: str(hasher.rows),
+                META_WRITTEN_AT: datetime.now(UTC).isoformat(),
+            }
+        )
     return hasher
 
 
@@ -450,19 +434,14 @@ def write_batch(dataset: str, batch_id: str, data: BatchSource) -> WriteResult:
     folder.mkdir(parents=True, exist_ok=True)
     clean_stale_temp_files(dataset)
 
-    temp = folder / f".{batch_id}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
-    try:
+    # fsync: the data must be on disk before the link makes it visible, or a crash could
+    # publish a short file; overwrite=False: of two writers racing on one id, one publishes.
+    publication = AtomicFile(final, overwrite=False, fsync=True, suffix=TEMP_SUFFIX)
+    with publication as temp:
         hasher = _write_temp(temp, batch_id, schema, batches)
-        try:
-            os.link(temp, final)  # atomic and never overwrites: one writer per batch id wins
-            published = True
-        except FileExistsError:
-            published = False  # a concurrent writer published this batch id first
-    finally:
-        temp.unlink(missing_ok=True)
+    published = publication.published
 
     if not published:
         return _existing_result(dataset, batch_id, final, hasher.hexdigest())
-    _fsync_dir(folder)
     logger.info("published %s/%s: %d rows", dataset, batch_id, hasher.rows)
     return WriteResult(dataset, batch_id, final, True, hasher.rows, hasher.hexdigest())

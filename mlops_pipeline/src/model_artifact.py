@@ -19,16 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
 
+from atomic import AtomicFile, write_bytes
 from ft_engineering import FeatureState
 from settings import get_settings
 from warehouse import file_sha256
@@ -95,9 +93,8 @@ def save_artifact(version: str, model_text: str, card: dict[str, Any], profile: 
     final = root / _check_version(version)
     if final.exists():
         raise ArtifactError(f"model version {version} already exists at {final}")
-    staging = root / f".{version}.{uuid.uuid4().hex}.tmp"
-    staging.mkdir(parents=True)
-    try:
+    with AtomicFile(final) as staging:  # the whole folder appears at once, or not at all
+        staging.mkdir()
         payloads = {
             MODEL_FILE: model_text.encode(),
             CARD_FILE: json.dumps(card, indent=2, sort_keys=True).encode(),
@@ -107,10 +104,6 @@ def save_artifact(version: str, model_text: str, card: dict[str, Any], profile: 
             (staging / name).write_bytes(data)
         sums = "".join(f"{_sha256(data)}  {name}\n" for name, data in payloads.items())
         (staging / CHECKSUMS_FILE).write_text(sums)
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     set_latest(version)
     logger.info("saved model %s to %s", version, final)
     return final
@@ -119,9 +112,7 @@ def save_artifact(version: str, model_text: str, card: dict[str, Any], profile: 
 def set_latest(version: str) -> None:
     """Point LATEST at a version, atomically (a scorer starting meanwhile reads old or new)."""
     root = models_dir()
-    temp = root / f".{LATEST_FILE}.{uuid.uuid4().hex}.tmp"
-    temp.write_text(_check_version(version) + "\n")
-    os.replace(temp, root / LATEST_FILE)
+    write_bytes(root / LATEST_FILE, (_check_version(version) + "\n").encode())
 
 
 def latest_version() -> str:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import time
 
-import model_deploy
 import model_training_evaluation
+import scoring
+from production import score_production
 from settings import get_settings
 from warehouse import load_raw_csv
 
@@ -43,10 +44,10 @@ def run() -> None:
     )
 
     started = time.perf_counter()
-    counts = model_deploy.score_production(model_deploy.Scorer.load(training.version))
+    counts = score_production(scoring.Scorer.load(training.version))
     print(
         f"[score] {counts['rows']:,} flights of Sep-Dec in {counts['days']} daily batches "
-        f"({counts['new_batches']} new) into {settings.lake_dir.name}/{model_deploy.SCORED_DATASET}, "
+        f"({counts['new_rows']:,} new rows) into {settings.lake_dir.name}/{scoring.SCORED_DATASET}, "
         f"views 'scored' and 'actuals' in {settings.warehouse_path.name}, in {time.perf_counter() - started:.0f}s"
     )
 

@@ -142,8 +142,9 @@ def _value_words(column: pl.Series) -> np.ndarray:
         words = pl.Series([_blake64(v) for v in levels], dtype=pl.UInt64)
         values = column.replace_strict(levels, words, default=0, return_dtype=pl.UInt64).to_numpy()
     elif dtype.is_float():
-        # +0.0 folds -0.0 into 0.0; the contract turned NaN into null
-        values = (column.cast(pl.Float64).fill_null(0.0) + 0.0).to_numpy().view(np.uint64)
+        # -0.0 == 0.0 folds the two zeros into one; the contract turned NaN into null
+        floats = column.cast(pl.Float64).fill_null(0.0).to_numpy()
+        values = np.where(floats == 0.0, 0.0, floats).view(np.uint64)
     elif dtype.is_temporal():
         values = column.to_physical().cast(pl.Int64).fill_null(0).to_numpy().view(np.uint64)
     else:

@@ -131,7 +131,8 @@ def _integral(batch: pa.RecordBatch, source: Source) -> pl.DataFrame:
     return frame.with_columns(casts) if casts else frame
 
 
-def _csv_frames(source: Source, columns: list[str] | None) -> Iterator[pl.DataFrame]:
+def _checked_header(source: Source) -> list[str]:
+    """The CSV's header, refused in one line when it is not comma-separated."""
     header = csv_header(source)
     if len(header) == 1 and len(SCORING_INPUT_COLUMNS) > 1:
         found = next((sep for sep in (";", "\t", "|") if sep in header[0]), None)
@@ -139,6 +140,10 @@ def _csv_frames(source: Source, columns: list[str] | None) -> Iterator[pl.DataFr
         raise InputError(
             f"{_name(source)}: the header parses as a single column; a CSV batch must be comma-separated{hint}"
         )
+    return header
+
+
+def _csv_frames(source: Source, header: list[str], columns: list[str] | None) -> Iterator[pl.DataFrame]:
     try:
         reader = pacsv.open_csv(
             _opened(source),
@@ -195,7 +200,7 @@ def read_frames(
         total, _ = parquet_rows(source)
         return _parquet_frames(source, batch_rows, columns), total
     if fmt == ".csv":
-        return _csv_frames(source, columns), None
+        return _csv_frames(source, _checked_header(source), columns), None
     raise InputError(f"unsupported input format {fmt!r}; use .parquet or .csv")
 
 

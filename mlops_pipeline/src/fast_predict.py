@@ -179,7 +179,7 @@ def _load_or_compile(artifact, lleaves) -> CompiledPredictor:
                     raise VerificationError(_refusal(record, object_path))
                 model = lleaves.Model(model_file=str(model_file))
                 model.compile(cache=str(object_path))
-                logger.info("loaded verified compiled model %s from %s", artifact.version, object_path)
+                logger.info("loaded verified compiled model %s", artifact.version)
                 return CompiledPredictor(model, threads, record)
             foreign = record is not None and record.get("environment") not in (None, environment)
             if not trusted and not foreign:

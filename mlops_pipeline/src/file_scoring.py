@@ -152,13 +152,15 @@ def score_file(
     output_path: Path,
     *,
     scorer: Scorer | None = None,
+    model_version: str | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     persist: bool = True,
     request_name: str | None = None,
     progress: bool = True,
     overlap: bool = True,
 ) -> ScoreFileResult:
-    """Score a Parquet/CSV file in bounded chunks of whole flight dates (module docstring).
+    """Score a Parquet/CSV file in bounded chunks of whole flight dates (module docstring),
+    with ``scorer`` or else the model ``model_version`` (default: the latest).
 
     With ``persist``, the rows the scored table does not hold yet for this model are stored
     (a re-run adds nothing; a run killed midway leaves only whole batches, and the next run
@@ -170,7 +172,7 @@ def score_file(
     frames, total = read_file(input_path, batch_rows)  # refuses a missing or unreadable file
     if request_name is not None:
         check_request_name(input_path, request_name, batch_rows)
-    scorer = scorer or Scorer.load()
+    scorer = scorer or Scorer.load(model_version)  # after the input checks: they are quicker
     chunker = DayChunks(batch_rows)
     content = scoring.ContentDigest()
     digests = persist or request_name is not None

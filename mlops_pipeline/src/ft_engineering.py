@@ -27,6 +27,7 @@ after; ``FEATURES`` is checked against the leakage list by the tests.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -383,7 +384,10 @@ def build_datasets(raw: pl.LazyFrame | None = None) -> Datasets:
     return Datasets(encoded["train"], encoded["validation"], encoded["test"], state)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(
+        description="Build the features from the warehouse; print split sizes, positive rates and features."
+    ).parse_args(argv)
     data = build_datasets()
     print(f"{'split':<11} {'from':<10} {'to':<10} {'rows':>8} {'positive rate':>14}")
     for name, frame in data.splits().items():

@@ -86,7 +86,7 @@ def _score(args: argparse.Namespace) -> ScoreFileResult:
             persist=not args.no_persist, request_name=args.batch_id, batch_rows=args.batch_rows,
         )  # fmt: skip
     return score_file(
-        args.input, args.output, scorer=Scorer.load(args.model_version), batch_rows=args.batch_rows,
+        args.input, args.output, model_version=args.model_version, batch_rows=args.batch_rows,
         persist=not args.no_persist, request_name=args.batch_id,
     )  # fmt: skip
 

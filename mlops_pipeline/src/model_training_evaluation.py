@@ -23,6 +23,7 @@ Outputs: ``artifacts/models/<version>/`` (see model_artifact.py) and
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import logging
@@ -580,7 +581,10 @@ def run(data: fe.Datasets | None = None, grid: list[dict[str, Any]] | None = Non
     return TrainingRun(version, best, results, table, report_dir)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(
+        description="Train every candidate on the warehouse's flights, save the best model and its reports."
+    ).parse_args(argv)
     started = time.perf_counter()
     result = run()
     show = result.table.select(

@@ -8,6 +8,7 @@ project's modules directly. The test suite uses :func:`execute` without saving.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -24,8 +25,21 @@ def execute(path: Path, timeout: int = 900) -> nbformat.NotebookNode:
     return notebook
 
 
-if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        target = Path(arg).resolve()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Execute notebooks top to bottom and save them with outputs."
+    )
+    parser.add_argument("notebooks", nargs="+", type=Path, help="the .ipynb files to run, in order")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.notebooks if not p.is_file()]
+    if missing:
+        print(f"error: no such notebook: {', '.join(missing)}", file=sys.stderr)
+        raise SystemExit(2)
+    for path in args.notebooks:
+        target = path.resolve()
         nbformat.write(execute(target), target)
-        print(f"executed and saved {arg}")
+        print(f"executed and saved {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,8 +11,11 @@ decides the order.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
+
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 import model_training_evaluation
 import scoring
@@ -52,6 +55,15 @@ def run() -> None:
     )
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(
+        description="The main job: load, train, score (and monitor) on the embedded defaults.",
+        epilog="Settings come from MLOPS_* environment variables (settings.py).",
+    ).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run()
+    with logging_redirect_tqdm():  # log lines above the progress bars, not through them
+        run()
+
+
+if __name__ == "__main__":
+    main()

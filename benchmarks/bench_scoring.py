@@ -5,10 +5,14 @@
 One run, one model (LATEST), everything printed as a Markdown table and
 written to ``benchmarks/results.md``:
 
-1. **end-to-end**: ``model_deploy.score_file(input, output, persist=False)`` (Parquet in,
+1. **end-to-end**: ``file_scoring.score_file(input, output, persist=False)`` (Parquet in,
    scored Parquet out, contract validation and features included) with the compiled fast
    path and with LightGBM (``Scorer.load(fast=False)``), each in a fresh subprocess so its
-   peak RSS (VmHWM) is its own;
+   peak RSS (VmHWM) is its own; on the smallest file also **persisting** (``persist=True``
+   into a fresh, empty lake, so every row is stored) and **Ray** (``ray_scoring.score_file_ray``
+   on a local 2-CPU cluster, 2 actors, persisting; the cluster's start-up is timed apart and
+   excluded), with their ratios (targets: persisting >= 0.75x not persisting, Ray >= 0.25x
+   the local persisting run);
 2. **raw predict** on a prebuilt float64 matrix (the model's limit): LightGBM
    ``booster.predict(X, num_threads=n)`` (once: ~12 s) and the compiled predictor (best of 3);
 3. **naive**: what a good-but-ordinary project does: ``pandas.read_parquet`` of the whole
@@ -192,15 +196,25 @@ def scoring_file(rows: int) -> tuple[Path, float | None]:
 # --------------------------------------------------------------------------- children (fresh processes)
 
 
-def child_e2e(input_path: str, output_path: str, backend: str) -> None:
-    import model_deploy as md
+def child_e2e(input_path: str, output_path: str, backend: str, mode: str = "no-persist") -> None:
+    """``score_file`` end to end. ``mode``: ``no-persist``, or ``persist`` (into a fresh,
+    empty lake, so every row is stored: the scored table's full cost)."""
+    import tempfile
 
+    import file_scoring
+    import scoring
+
+    persist = mode == "persist"
+    if persist:  # a fresh lake for this child only (settings are read at first use)
+        os.environ["MLOPS_LAKE_DIR"] = tempfile.mkdtemp(prefix="bench-lake-")
     started = time.perf_counter()
-    scorer = md.Scorer.load(fast=backend == "fast")
+    scorer = scoring.Scorer.load(fast=backend == "fast")
     load_seconds = time.perf_counter() - started
     rss_loaded = current_rss_mib()
     started, cpu = time.perf_counter(), time.process_time()
-    result = md.score_file(Path(input_path), Path(output_path), scorer=scorer, persist=False, progress=False)
+    result = file_scoring.score_file(
+        Path(input_path), Path(output_path), scorer=scorer, persist=persist, progress=False
+    )
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu
     emit(
@@ -213,6 +227,27 @@ def child_e2e(input_path: str, output_path: str, backend: str) -> None:
             "load_seconds": load_seconds,
             "rss_after_load_mib": rss_loaded,
             "split_dates": result.split_dates,
+            "new_rows": result.new_rows,
+        }
+    )
+
+
+def child_ray(input_path: str, output_path: str) -> None:
+    """``score_file_ray`` on a local 2-CPU cluster, persisting into a fresh lake; the cluster's
+    start-up is timed apart (``startup_seconds``) and excluded from ``seconds``."""
+    import tempfile
+
+    os.environ["MLOPS_LAKE_DIR"] = tempfile.mkdtemp(prefix="bench-lake-")
+    import ray_scoring
+
+    result = ray_scoring.score_file_ray(Path(input_path), Path(output_path), persist=True)
+    emit(
+        {
+            "rows": result.rows,
+            "seconds": result.seconds - result.startup_seconds,
+            "startup_seconds": result.startup_seconds,
+            "chunks": result.chunks,
+            "new_rows": result.new_rows,
         }
     )
 
@@ -254,25 +289,26 @@ _END = object()
 
 def child_stages(input_path: str, output_path: str, backend: str) -> None:
     """score_file at full speed with timers around each stage (no profiler overhead)."""
+    import batch_io
+    import file_scoring as fs
     import ft_engineering as fe
-    import model_deploy as md
+    import scoring
 
     clock = Clock()
-    scorer = md.Scorer.load(fast=backend == "fast")
+    scorer = scoring.Scorer.load(fast=backend == "fast")
     scorer.predict = clock.wrap("predict", scorer.predict)
-    md.validate_scoring_input = clock.wrap("validation", md.validate_scoring_input)
+    scoring.validate_scoring_input = clock.wrap("validation", scoring.validate_scoring_input)
     fe.collect = clock.wrap("features", fe.collect)  # the scorer runs its feature plan through it
     fe.to_matrix = clock.wrap("to_matrix", fe.to_matrix)
-    md.file_sha256 = clock.wrap("input sha256", md.file_sha256)
-    read_batches = md.read_batches
+    read_file = fs.read_file
 
     def timed_read(*args, **kwargs):
-        batches, total = read_batches(*args, **kwargs)
+        batches, total = read_file(*args, **kwargs)
         return clock.wrap_iter("read", batches), total
 
-    md.read_batches = timed_read
-    chunker_call = md.DayChunks.__call__
-    md.DayChunks.__call__ = lambda self, batches: clock.wrap_iter("chunker", chunker_call(self, batches))
+    fs.read_file = timed_read
+    chunker_call = fs.DayChunks.__call__
+    fs.DayChunks.__call__ = lambda self, batches: clock.wrap_iter("chunker", chunker_call(self, batches))
 
     class TimedWriter(pq.ParquetWriter):
         def write_table(self, *args, **kwargs):
@@ -281,16 +317,15 @@ def child_stages(input_path: str, output_path: str, backend: str) -> None:
         def close(self):
             return clock.wrap("write", super().close)()
 
-    md.pq.ParquetWriter = TimedWriter
+    batch_io.pq.ParquetWriter = TimedWriter
     with clock("total"):  # stages one after the other, so that each timer holds only its stage
-        result = md.score_file(
+        result = fs.score_file(
             Path(input_path), Path(output_path), scorer=scorer, persist=False, progress=False, overlap=False
         )
     stages = {}
     for label, name in [
         ("read Parquet", "read"),
         ("day chunking", "chunker"),
-        ("input sha256 (batch id)", "input sha256"),
         ("validation (contract)", "validation"),
         ("features (Polars)", "features"),
         ("to_matrix", "to_matrix"),
@@ -618,7 +653,24 @@ def main(argv: list[str] | None = None) -> None:
                 f"{result['rows'] / result['seconds']:>9,.0f} rows/s  peak RSS {result['peak_rss_mib']:,.0f} MiB"
             )
 
+    # Persisting (into a fresh lake: every row is stored) and Ray (a local 2-CPU cluster,
+    # persisting; its start-up is timed apart) on the smallest file, beside the runs above.
     smallest = sizes[0]
+    persisting = run_child(
+        "e2e", str(files[smallest]), str(DATA / "scored_persist.parquet"), "fast", "persist"
+    ) | {"output": DATA / "scored_persist.parquet"}
+    table.append(
+        {"run": "end-to-end `score_file`, lleaves, persisting", "key": (smallest, "persist"), **persisting}
+    )
+    ray_run = run_child("ray", str(files[smallest]), str(DATA / "scored_ray.parquet"), timeout=1800)
+    ray_run |= {"output": DATA / "scored_ray.parquet", "cpu_use": float("nan")}
+    table.append(
+        {"run": "Ray Data, 2 actors, persisting (start-up excluded)", "key": (smallest, "ray"), **ray_run}
+    )
+    for label, result in (("persisting", persisting), ("Ray", ray_run)):
+        print(f"  {label:10} {result['rows']:>11,} rows {result['seconds']:7.1f} s "
+              f"{result['rows'] / result['seconds']:>9,.0f} rows/s")  # fmt: skip
+
     stages = run_child("stages", str(files[smallest]), str(DATA / "scored_stages.parquet"), "fast")
     # Raw predict on each input file: a compiled predictor's speed depends on the rows (the
     # replicated 10M file's skewed congestion and rotation values make its branches more
@@ -674,6 +726,18 @@ def main(argv: list[str] | None = None) -> None:
             f"{fmt_rows(result['rows'])} rows, naive vs ours: same keys in the same order: {same}; "
             f"max |score diff| {diff:.1e}; {labels} label differences"
         )
+    no_persist = e2e[(smallest, "fast")]
+    persist_ratio = (persisting["rows"] / persisting["seconds"]) / (
+        no_persist["rows"] / no_persist["seconds"]
+    )
+    ray_ratio = (ray_run["rows"] / ray_run["seconds"]) / (persisting["rows"] / persisting["seconds"])
+    diff, labels, same = compare_scores(persisting["output"], ray_run["output"])
+    checks.append(
+        f"{fmt_rows(persisting['rows'])} rows: persisting / not persisting = {persist_ratio:.2f}x "
+        f"(target >= 0.75x); Ray / local, both persisting = {ray_ratio:.2f}x (target >= 0.25x; Ray's "
+        f"start-up, {ray_run['startup_seconds']:.1f} s, excluded); Ray vs local: same keys in the same "
+        f"order: {same}; max |score diff| {diff:.1e}; {labels} label differences"
+    )
     for rows, raw in raws.items():
         if "max_abs_diff" in raw:
             checks.append(
@@ -735,7 +799,7 @@ def render(
         "the run waited: on single-threaded stages, or on other work sharing the machine (see the load average). "
         "Rows per CPU-second is the contention-robust measure of work; LightGBM's OpenMP threads spin while "
         "they wait, which inflates its CPU seconds on a busy machine.",
-        "- End-to-end = `model_deploy.score_file(input, output, persist=False)`: contract validation, "
+        "- End-to-end = `file_scoring.score_file(input, output, persist=False)`: contract validation, "
         "features, predict, the scored Parquet file and the input's SHA-256 (batch id prefix); the scorer is "
         "loaded before the clock starts. The naive pipeline does no validation. `x naive` compares with the "
         "naive run of the nearest size (it holds the whole file in pandas, so it runs at the smallest size only "
@@ -829,6 +893,7 @@ def child_main(argv: list[str]) -> None:
     children = {
         "build": child_build,
         "e2e": child_e2e,
+        "ray": child_ray,
         "stages": child_stages,
         "raw": child_raw,
         "naive": child_naive,

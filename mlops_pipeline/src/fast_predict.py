@@ -40,7 +40,7 @@ compiler version is recompiled, never run). A cached object without a trusted re
 verification is recorded, so later loads refuse at once (delete the two files to retry).
 
 The compiled objects are native code, so ``artifacts/compiled`` is as trusted as the
-model folders next to it (DESIGN property 8): only this module writes there.
+model folders next to it (docs/properties.md, property 8): only this module writes there.
 
 Switch: ``MLOPS_FAST_PREDICT=0`` (settings field ``fast_predict``) disables the fast path.
 """

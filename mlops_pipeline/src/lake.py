@@ -4,7 +4,7 @@ Layout. A dataset is a folder under ``settings.lake_dir`` (``lake/scored/``) hol
 Parquet file per batch, named by its batch id (``<batch_id>.parquet``). Published files
 are never modified or deleted, so a reader only ever sees whole batches.
 
-Exactly once (DESIGN.md, property 5). :func:`write_batch` streams the batch into a temp
+Exactly once (docs/properties.md, property 5). :func:`write_batch` streams the batch into a temp
 file in the same folder whose name does not match ``*.parquet``
 (``.<batch_id>.parquet.<uuid>.parquet.tmp``), fsyncs it, and publishes it with ``os.link(tmp,
 final)`` (``atomic.AtomicFile``): a hard link is atomic and, unlike ``os.replace``, refuses to overwrite, so of
@@ -16,7 +16,7 @@ belong to a live writer). Re-sending a batch id is a no-op when the content is t
 (compared by a SHA-256 stored in the file's key-value metadata) and a
 :class:`BatchConflict` otherwise; the existing file is never touched.
 
-Readers never block on writers (DESIGN.md, property 4). The writer never opens
+Readers never block on writers (docs/properties.md, property 4). The writer never opens
 ``warehouse.duckdb``; :func:`register_views` stores, once, a view per dataset over
 ``read_parquet('<folder>/*.parquet')``. DuckDB expands the glob at every query, so
 readers that open the warehouse read-only see each batch as soon as it is published,

@@ -1,7 +1,7 @@
 """The model artifact: one folder per model version, verified by SHA-256 on every load.
 
     artifacts/models/<version>/
-        model.txt               LightGBM's native text format (never pickle: DESIGN property 8)
+        model.txt               LightGBM's native text format (never pickle: docs/properties.md, property 8)
         model_card.json         version, data hash, time ranges, features, input schema,
                                 fitted feature state, threshold, metrics, library versions
         reference_profile.json  what monitoring compares production against

@@ -12,7 +12,7 @@ stopping. Every candidate is built by :func:`build_model` and scored by
 * scalability: fit time, scoring rows/s, model size.
 
 Selection rule (:data:`SELECTION_RULE`): highest validation ROC-AUC among candidates that
-save in a native, non-pickle format (DESIGN property 8), which today is LightGBM; the
+save in a native, non-pickle format (docs/properties.md, property 8), which today is LightGBM; the
 test period is reported, never used to choose. The decision threshold minimises the
 expected business cost on validation (settings ``cost_missed_disruption`` vs
 ``cost_unneeded_buffer``).
@@ -81,7 +81,7 @@ CANDIDATES = ("baseline", "logistic_regression", "hist_gradient_boosting", "ligh
 NATIVE_FORMAT = {"lightgbm"}  # saved as LightGBM text; the others would need pickle
 SELECTION_RULE = (
     "highest validation ROC-AUC among candidates with a native, non-pickle model format "
-    "(DESIGN property 8); the test period is reported, never used to choose"
+    "(docs/properties.md, property 8); the test period is reported, never used to choose"
 )
 CATEGORICAL_INDEX = [fe.FEATURES.index(c) for c in fe.CATEGORICAL_FEATURES]
 NUMERIC_INDEX = [fe.FEATURES.index(c) for c in fe.NUMERIC_FEATURES]

@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -331,10 +331,8 @@ def ks_from_counts(
 
     d = float(np.max(np.abs(ecdf(rv, rc, n) - ecdf(cv, cc, m))))
     en = n * m / (n + m)
-    if en <= KS_EXACT_EN:
-        p = stats.kstwo.sf(d, np.round(en))
-    else:  # kstwo's exact sum costs milliseconds at large n, where the limit law is as good
-        p = stats.kstwobign.sf(d * np.sqrt(en))
+    # kstwo's exact sum costs milliseconds at large n, where the limit law is as good
+    p = stats.kstwo.sf(d, np.round(en)) if en <= KS_EXACT_EN else stats.kstwobign.sf(d * np.sqrt(en))
     p = float(np.clip(p, 0.0, 1.0))
     return d, p
 
@@ -542,25 +540,6 @@ def file_date_ranges(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> pl
         f"max(CAST(stats_max_value AS DATE)) AS hi FROM parquet_metadata({_sql_list(paths)}) "
         "WHERE path_in_schema = 'flight_date' GROUP BY 1"
     ).pl()
-
-
-def window_starts(kind: str, lo: date, hi: date) -> list[date]:
-    """Every window start from the window holding ``lo`` to the one holding ``hi``."""
-    start = {"day": lo, "week": lo - timedelta(days=lo.weekday()), "month": lo.replace(day=1)}[kind]
-    starts = []
-    while start <= hi:
-        starts.append(start)
-        start = window_end(kind, start)
-    return starts
-
-
-def window_end(kind: str, start: date) -> date:
-    """The exclusive end of the window starting at ``start``."""
-    if kind == "day":
-        return start + timedelta(days=1)
-    if kind == "week":
-        return start + timedelta(days=7)
-    return date(start.year + start.month // 12, start.month % 12 + 1, 1)
 
 
 def overlapping(ranges: pl.DataFrame, start: date, end: date) -> list[str]:

@@ -1,0 +1,477 @@
+"""The monitoring job: known-answer metrics, SQL binning, windows, alerts, re-scores, recompute.
+
+Unit tests build a small artifact (a real LightGBM model on synthetic columns, its format-2
+reference profile) and a small scored lake in the test's own folders; one test runs the job
+on the real Sep-Dec production scoring and checks that the seasonal drift is flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+from scipy.special import rel_entr
+
+import ft_engineering as fe
+import lake
+import model_monitoring as mm
+import reference_profile as rp
+from conftest import RAW_CSV, SRC_DIR
+from model_artifact import save_artifact
+from settings import get_settings
+from warehouse import connect, load_raw_csv
+
+CARRIERS = ["AA", "B6", "DL", "UA"]
+DESTS = ["ATL", "BOS", "LAX", "ORD", "SFO"]
+START = date(2013, 9, 2)  # a Monday: four whole ISO weeks follow
+ROWS_PER_DAY = 120
+VERSION = "lgbm-synthetic0001"
+
+
+# --------------------------------------------------------------------------- known answers
+
+
+def test_identical_distributions_give_zero() -> None:
+    counts = np.array([10.0, 30, 60])
+    assert mm.psi(counts, counts) == pytest.approx(0)
+    assert mm.js_distance(counts, counts) == pytest.approx(0)
+    assert mm.chi_squared(counts, counts) == pytest.approx((0.0, 1.0))
+    values = np.array([1.0, 2, 3])
+    assert mm.ks_from_counts(values, counts, values, counts)[0] == pytest.approx(0)
+
+
+def test_disjoint_distributions_give_the_maximum() -> None:
+    ref, cur = np.array([50.0, 50, 0, 0]), np.array([0.0, 0, 50, 50])
+    assert mm.js_distance(ref, cur) == pytest.approx(1)
+    assert mm.psi(ref, cur) > 10  # unbounded; the epsilon floor keeps it finite
+    assert mm.chi_squared(ref, cur)[1] < 1e-20
+    d, p = mm.ks_from_counts(np.array([1.0, 2]), np.array([50, 50]), np.array([3.0, 4]), np.array([50, 50]))
+    assert d == 1 and p < 1e-20
+
+
+def test_metrics_match_scipy_on_hand_made_tables() -> None:
+    ref, cur = np.array([12.0, 30, 41, 17]), np.array([20.0, 25, 35, 20])
+    p, q = ref / ref.sum(), cur / cur.sum()
+    assert mm.psi(ref, cur) == pytest.approx(float(np.sum(rel_entr(q, p) + rel_entr(p, q))))
+    assert mm.js_distance(ref, cur) == pytest.approx(float(jensenshannon(p, q, base=2)))
+    expected = stats.chi2_contingency(np.vstack([ref, cur]), correction=False)
+    assert mm.chi_squared(ref, cur) == pytest.approx((expected.statistic, expected.pvalue))
+
+
+@pytest.mark.parametrize("sizes", [(40, 60), (300, 200), (5000, 3000)])
+def test_ks_from_count_tables_matches_scipy(sizes: tuple[int, int]) -> None:
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 30, sizes[0]).astype(float)  # ties on purpose
+    b = rng.integers(3, 33, sizes[1]).astype(float)
+    av, ac = np.unique(a, return_counts=True)
+    bv, bc = np.unique(b, return_counts=True)
+    d, p = mm.ks_from_counts(av, ac, bv, bc)
+    expected = stats.ks_2samp(a, b, method="asymp")
+    assert d == pytest.approx(expected.statistic)
+    if sizes[0] * sizes[1] / sum(sizes) <= mm.KS_EXACT_EN:
+        assert p == pytest.approx(expected.pvalue, rel=1e-9)
+    else:  # the limit law above KS_EXACT_EN
+        assert p == pytest.approx(stats.kstwobign.sf(d * np.sqrt(sizes[0] * sizes[1] / sum(sizes))))
+
+
+def test_bh_matches_scipy() -> None:
+    raw = [0.01, 0.04, 0.03, float("nan"), 0.5]
+    adjusted = mm.bh_adjust(raw)
+    assert np.isnan(adjusted[3])
+    finite = [x for x in raw if np.isfinite(x)]
+    assert [a for a in adjusted if np.isfinite(a)] == pytest.approx(
+        list(stats.false_discovery_control(finite))
+    )
+
+
+def test_change_point_finds_a_step_and_not_noise() -> None:
+    rng = np.random.default_rng(3)
+    step = np.r_[rng.normal(0.05, 0.01, 8), rng.normal(0.4, 0.01, 8)]
+    where, p = mm.change_point(step, seed=1)
+    assert where == 8 and p < mm.CHANGE_POINT_ALPHA
+    _, p_noise = mm.change_point(rng.normal(0.05, 0.01, 16), seed=1)
+    assert p_noise > mm.CHANGE_POINT_ALPHA
+    assert mm.slope([0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.1)
+
+
+# --------------------------------------------------------------------------- bins
+
+
+def test_a_point_mass_gets_its_own_bin() -> None:
+    values = np.r_[np.zeros(920), np.linspace(0.01, 1.2, 80)]  # like precip: 0 in 92 % of hours
+    edges = rp.tie_aware_edges(values)
+    assert rp.quantile_edges(pl.Series(values)) == [0.0]  # the decile edges collapse
+    zero_bin = rp.bin_index(np.array([0.0]), edges)[0]
+    assert rp.bin_index(np.array([-1e-300, 0.01]), edges).tolist() != [zero_bin, zero_bin]
+    assert (rp.bin_index(values, edges) == zero_bin).sum() == 920  # exactly the zeros
+
+
+def test_sql_binning_agrees_with_the_reference_profile_on_edge_values() -> None:
+    rng = np.random.default_rng(5)
+    values = np.r_[np.zeros(600), np.full(200, 3.0), rng.normal(10, 3, 1200).round(1)]
+    bins = rp.numeric_bins(values)
+    edges = bins["edges"]
+    probes = [bins["min"], bins["max"]]
+    for e in edges:
+        probes += [e, float(np.nextafter(e, -np.inf)), float(np.nextafter(e, np.inf))]
+    probes = [p for p in probes if bins["min"] <= p <= bins["max"]]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (v DOUBLE)")
+    con.executemany(
+        "INSERT INTO t VALUES (?)", [[p] for p in probes] + [[None], [float("nan")], [-1e9], [1e9]]
+    )
+    got = con.sql(f"SELECT v, {mm.bin_sql('v', bins)} AS b FROM t").fetchall()
+    expected = {p: int(rp.bin_index(np.array([p]), edges)[0]) for p in probes}
+    for v, b in got:
+        if v is None or np.isnan(v):
+            assert b == -1
+        elif v < bins["min"] or v > bins["max"]:
+            assert b == -2
+        else:
+            assert b == expected[v], v
+
+
+# --------------------------------------------------------------------------- a small lake
+
+
+def _frame(rng: np.random.Generator, n: int, *, wet: float = 0.08, new_carrier: float = 0.0) -> pl.DataFrame:
+    """Rows drawn like training: precip 0 in 92 % of rows, distance ~ N(1000, 300)."""
+    precip = np.where(rng.random(n) < wet, rng.uniform(0.01, 0.5, n).round(2), 0.0)
+    carrier = rng.choice(CARRIERS, n, p=[0.4, 0.3, 0.2, 0.1]).astype(object)
+    carrier[rng.random(n) < new_carrier] = "ZZ"
+    return pl.DataFrame(
+        {
+            "precip": precip,
+            "distance": rng.normal(1000, 300, n).round(),
+            "carrier": carrier.tolist(),
+            "dest": rng.integers(0, len(DESTS), n).astype(np.int32),
+        }
+    )
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> str:
+    """A real LightGBM model on the synthetic columns, saved with a format-2 profile."""
+    rng = np.random.default_rng(11)
+    train = _frame(rng, 6000)
+    codes = train.with_columns(
+        pl.col("carrier").cast(pl.Enum(CARRIERS), strict=False).to_physical().cast(pl.Int32),
+        pl.lit(False).alias("unknown_carrier"),
+        pl.lit(False).alias("unknown_dest"),
+    )
+    X = codes.select("precip", "distance", "carrier", "dest").to_numpy().astype(float)
+    y = (rng.random(len(X)) < 0.2 + 0.5 * (X[:, 0] > 0)).astype(int)
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_leaves": 4, "seed": 1, "deterministic": True},
+        lgb.Dataset(X, y, feature_name=["precip", "distance", "carrier", "dest"]),
+        num_boost_round=5,
+    )
+    scores = _score(train)
+    profile = rp.build_reference_profile(
+        codes, ["precip", "distance"], {"carrier": CARRIERS, "dest": DESTS}, scores, score_period="validation"
+    )
+    state = fe.FeatureState(
+        {"carrier": CARRIERS, "dest": DESTS}, 30, ["precip", "distance", "carrier", "dest"]
+    )
+    card = {
+        "version": VERSION,
+        "threshold": {"value": 0.3},
+        "feature_state": state.to_dict(),
+        "features": state.features,
+    }
+    save_artifact(VERSION, booster.model_to_string(), card, profile)
+    return VERSION
+
+
+def _score(frame: pl.DataFrame) -> np.ndarray:
+    """The synthetic model's score: the same function for the reference and for production."""
+    wet = frame["precip"].to_numpy() > 0
+    return np.clip(0.2 + 0.5 * wet + (frame["distance"].to_numpy() - 1000) / 3000, 0.01, 0.99)
+
+
+def _scored(day: date, frame: pl.DataFrame, *, first_flight: int = 1) -> pl.DataFrame:
+    n = frame.height
+    score = _score(frame)
+    return frame.with_columns(
+        pl.lit(day.year).alias("year"),
+        pl.lit(day.month).alias("month"),
+        pl.lit(day.day).alias("day"),
+        pl.Series("flight", np.arange(first_flight, first_flight + n, dtype=np.int32)),
+        pl.lit("EWR").alias("origin"),
+        pl.lit(day).alias("flight_date"),
+        (~pl.col("carrier").is_in(CARRIERS)).alias("unknown_carrier"),
+        pl.lit(False).alias("unknown_dest"),
+        pl.Series("score", score),
+        pl.Series("label", (score >= 0.3).astype(np.int8)),
+        pl.lit(VERSION).alias("model_version"),
+        pl.lit(datetime(2013, 9, 1) + timedelta(days=(day - START).days)).alias("scored_at"),
+        pl.lit(0, dtype=pl.UInt64).alias("row_digest"),  # a bookkeeping column the job must ignore
+    )
+
+
+def _publish(day: date, scored: pl.DataFrame, tag: str = "s") -> None:
+    batch = f"{VERSION}.{tag}-{day}"
+    lake.write_batch("scored", batch, scored.with_columns(pl.lit(batch).alias("batch_id")).to_arrow())
+    if not lake.has_batch("actuals", f"actuals-{day}"):
+        actuals = scored.select(
+            "year", "month", "day", "carrier", "flight", "origin", "flight_date",
+            pl.lit(False).alias("cancelled"), pl.lit(False).alias("diverted"),
+            pl.lit(0, dtype=pl.Int32).alias("arr_delay"),
+            (pl.Series(np.random.default_rng(day.day).random(scored.height)) < pl.col("score")).cast(pl.Int8)
+            .alias("is_disrupted"),
+        )  # fmt: skip
+        lake.write_batch("actuals", f"actuals-{day}", actuals.to_arrow())
+
+
+def _fill(weeks: int = 4, *, drift_weeks: tuple[int, ...] = (), new_carrier_week: int | None = None) -> None:
+    rng = np.random.default_rng(7)
+    for offset in range(7 * weeks):
+        day = START + timedelta(days=offset)
+        week = offset // 7
+        frame = _frame(
+            rng,
+            ROWS_PER_DAY,
+            wet=0.7 if week in drift_weeks else 0.08,
+            new_carrier=0.2 if week == new_carrier_week else 0.0,
+        )
+        _publish(day, _scored(day, frame))
+
+
+def _run(**kwargs) -> mm.RunSummary:
+    return mm.run_once(mm.MonitorConfig(progress=False, **{"min_rows": 300, **kwargs}))
+
+
+def _current(kind: str) -> pl.DataFrame:
+    return mm.current_rows(duckdb.connect(), kind, "week")
+
+
+def _metric(drift: pl.DataFrame, feature: str, metric: str) -> pl.DataFrame:
+    return drift.filter(pl.col("feature") == feature, pl.col("metric") == metric).sort("window_start")
+
+
+def test_no_drift_stays_quiet(artifact: str) -> None:
+    _fill()
+    summary = _run()
+    assert summary.windows_total == summary.windows_recomputed == 4
+    drift = _current("drift")
+    assert set(drift["window_start"].unique()) == {START + timedelta(days=7 * w) for w in range(4)}
+    effect = drift.filter(pl.col("metric").is_in(["psi", "js_distance", "ks_statistic"]))
+    assert effect["status"].to_list() == [mm.GREEN] * effect.height
+    assert _current("alerts").height == 0
+    assert set(_current("windows")["overall_status"]) == {mm.GREEN}
+    columns = set(drift.columns)
+    assert {"window_start", "window_end", "feature", "metric", "value", "p_value", "threshold", "status",
+            "n_reference", "n_current", "model_version"} <= columns  # fmt: skip
+    perf = _current("performance")
+    assert perf.height == 4 and perf["n_with_outcome"].to_list() == [7 * ROWS_PER_DAY] * 4
+    assert perf["roc_auc"].min() > 0.5
+
+
+def test_a_wet_week_is_seen_by_psi_js_chi2_and_ks(artifact: str) -> None:
+    _fill(drift_weeks=(2,))
+    _run()
+    drift = _current("drift")
+    wet = START + timedelta(days=14)
+    for metric in ("psi", "js_distance", "ks_statistic"):
+        rows = _metric(drift, "precip", metric)
+        assert rows.filter(pl.col("window_start") == wet)["status"].item() == mm.RED, metric
+        assert set(rows.filter(pl.col("window_start") != wet)["status"]) == {mm.GREEN}, metric
+    chi2 = _metric(drift, "precip", "chi2_statistic").filter(pl.col("window_start") == wet)
+    assert chi2["p_value_bh"].item() < 1e-6 and chi2["p_value_bh"].item() >= chi2["p_value"].item()
+
+
+def test_alerts_fire_on_constructed_drift(artifact: str) -> None:
+    _fill(weeks=4, drift_weeks=(1, 2, 3), new_carrier_week=3)
+    _run()
+    alerts = _current("alerts")
+    retrain = alerts.filter(pl.col("feature") == "precip", pl.col("severity") == "critical")
+    assert retrain.height == 1 and "for 3 consecutive weeks" in retrain["reason"].item()
+    assert retrain["recommendation"].item() == "retrain"
+    mapping = alerts.filter(pl.col("feature") == "carrier", pl.col("metric") == "unseen_share")
+    assert mapping.height == 1 and mapping["recommendation"].item() == "review the category mapping"
+    assert mapping["window_start"].item() == START + timedelta(days=21)
+    unseen = _metric(_current("drift"), "carrier", "unseen_share")
+    assert unseen["value"][-1] == pytest.approx(0.2, abs=0.05) and unseen["value"][0] == 0
+    trends = mm.current_rows(duckdb.connect(), "trends", "week")
+    psi_trend = trends.filter(pl.col("feature") == "precip", pl.col("metric") == "psi")
+    assert psi_trend["slope_per_window"].item() > 0
+
+
+def test_a_rescored_flight_counts_once_with_its_latest_score(artifact: str) -> None:
+    _fill(weeks=1)
+    day = START + timedelta(days=1)
+    original = lake.read_dataset("scored").filter(pl.col("flight_date") == day).collect()
+    rescored = original.with_columns(
+        pl.col("score") * 0 + 0.9, pl.col("scored_at") + pl.duration(days=30)
+    ).drop("batch_id")
+    _publish(day, rescored, tag="r")
+    _run()
+    windows = _current("windows")
+    assert windows["n_rows"].item() == 7 * ROWS_PER_DAY  # not 8 days' worth
+    perf = _current("performance")
+    base = lake.read_dataset("scored").filter(pl.col("flight_date") != day).collect()["score"]
+    expected = (base.sum() + 0.9 * ROWS_PER_DAY) / (7 * ROWS_PER_DAY)
+    assert perf["mean_score"].item() == pytest.approx(expected)
+
+
+def test_recompute_is_idempotent_and_incremental(artifact: str) -> None:
+    _fill(weeks=3)
+    first = _run()
+    before = _current("drift").drop("run_id", "computed_at").sort("window_start", "feature", "metric")
+    again = _run(full=True)
+    assert again.windows_recomputed == 3
+    after = _current("drift").drop("run_id", "computed_at").sort("window_start", "feature", "metric")
+    assert after.equals(before)  # same rows, one set per window, however often it is recomputed
+    assert _run().windows_recomputed == 0  # nothing changed
+    # a new day in week 2 (flights not seen yet): only that window is recomputed
+    day = START + timedelta(days=8)
+    _publish(day, _scored(day, _frame(np.random.default_rng(99), 50), first_flight=5000), tag="late")
+    third = _run()
+    assert third.windows_recomputed == 1 and first.run_id != third.run_id
+    windows = _current("windows").sort("window_start")
+    assert windows["n_rows"].to_list() == [7 * ROWS_PER_DAY, 7 * ROWS_PER_DAY + 50, 7 * ROWS_PER_DAY]
+    assert windows["run_id"].to_list()[1] == third.run_id and windows["run_id"].to_list()[0] != third.run_id
+
+
+def test_views_in_the_warehouse_show_the_current_rows(artifact: str) -> None:
+    _fill(weeks=2)
+    _run()
+    _run(full=True)
+    with connect(read_only=True) as con:
+        n = con.sql("SELECT count(*) FROM monitoring_drift").fetchall()[0][0]
+        runs = con.sql("SELECT count(DISTINCT run_id) FROM mon_drift").fetchall()[0][0]
+    assert runs == 2 and n == _current("drift").height
+
+
+def test_small_windows_are_reported_not_scored(artifact: str) -> None:
+    _fill(weeks=1)
+    _run(min_rows=10_000)
+    windows = _current("windows")
+    assert windows["status"].to_list() == ["too_small"] and _current("drift").height == 0
+
+
+def test_sampling_is_repeatable_and_bounded(artifact: str) -> None:
+    _fill(weeks=1)
+    _run(sample_rows=200)
+    first = _current("drift").drop("run_id", "computed_at").sort("feature", "metric")
+    assert _current("windows")["n_sampled"].item() == 200
+    _run(sample_rows=200, full=True)
+    assert _current("drift").drop("run_id", "computed_at").sort("feature", "metric").equals(first)
+
+
+def test_edge_cases_all_null_single_category_empty() -> None:
+    spec = rp.build_reference_profile(
+        pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "c": [0, 1, 0, 1], "unknown_c": [False] * 4}),
+        ["x"], {"c": ["A", "B"]}, np.array([0.1, 0.2, 0.3]), score_period="validation",
+    )["features"]  # fmt: skip
+    all_null = pl.DataFrame(
+        {"value": [None], "bin": [-1], "n": [50]},
+        schema={"value": pl.Float64, "bin": pl.Int32, "n": pl.Int64},
+    )
+    rows = {r["metric"]: r for r in mm.numeric_metrics("x", spec["x"], all_null)}
+    assert rows["null_rate_change"]["value"] == 1 and rows["null_rate_change"]["status"] == mm.RED
+    assert rows["ks_statistic"]["value"] is None
+    single = pl.DataFrame({"label": ["0"], "unknown": [False], "n": [40]})
+    cat = {r["metric"]: r for r in mm.categorical_metrics("c", spec["c"], single, ["A", "B"])}
+    assert cat["js_distance"]["value"] > 0.3 and cat["unseen_share"]["value"] == 0
+    new = pl.DataFrame({"label": ["ZZ", "1"], "unknown": [True, False], "n": [30, 10]})
+    cat = {r["metric"]: r for r in mm.categorical_metrics("c", spec["c"], new, ["A", "B"])}
+    assert cat["unseen_share"]["value"] == pytest.approx(0.75) and cat["unseen_share"]["status"] == mm.RED
+    empty = pl.DataFrame(schema={"value": pl.Float64, "bin": pl.Int32, "n": pl.Int64})
+    assert all(r["value"] is None for r in mm.numeric_metrics("x", spec["x"], empty))
+
+
+def test_a_stale_profile_says_retrain(artifact: str) -> None:
+    _fill(weeks=1)
+    folder = get_settings().artifacts_dir / "models" / VERSION
+    profile = json.loads((folder / "reference_profile.json").read_text())
+    old = {
+        "rows": profile["rows"],
+        "score": {k: profile["score"][k] for k in ("edges", "shares", "mean", "period")},
+    }
+    old["features"] = {
+        name: {k: v for k, v in spec.items() if k not in ("bins", "ks_reference", "buckets", "n")}
+        for name, spec in profile["features"].items()
+    }
+    import hashlib
+
+    (folder / "reference_profile.json").write_text(json.dumps(old))
+    sums = (folder / "SHA256SUMS").read_text().splitlines()
+    digest = hashlib.sha256((folder / "reference_profile.json").read_bytes()).hexdigest()
+    (folder / "SHA256SUMS").write_text(
+        "".join(
+            (f"{digest}  reference_profile.json" if line.endswith("reference_profile.json") else line) + "\n"
+            for line in sums
+        )  # fmt: skip
+    )
+    with pytest.raises(mm.StaleProfileError, match="retrain"):
+        _run()
+    result = subprocess.run(
+        [sys.executable, str(SRC_DIR / "model_monitoring.py")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2 and "retrain" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_has_no_side_effects(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(SRC_DIR / "model_monitoring.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0 and "--every" in result.stdout
+    assert not (tmp_path / "lake").exists() and not (tmp_path / "warehouse.duckdb").exists()
+    assert mm.parse_every("1h") == 3600 and mm.parse_every("15m") == 900
+
+
+# --------------------------------------------------------------------------- the real Sep-Dec run
+
+
+@pytest.fixture(scope="module")
+def production_monitored(trained, tmp_path_factory):
+    """The main job's scoring stage on the session's model, then one monitoring run."""
+    from model_deploy import Scorer, score_production
+
+    folder = tmp_path_factory.mktemp("monitoring")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_ARTIFACTS_DIR", str(trained[2]))
+        mp.setenv("MLOPS_WAREHOUSE_PATH", str(folder / "warehouse.duckdb"))
+        mp.setenv("MLOPS_LAKE_DIR", str(folder / "lake"))
+        get_settings.cache_clear()
+        load_raw_csv(RAW_CSV)
+        score_production(Scorer.load(), progress=False)
+        summary = mm.run_once(mm.MonitorConfig(progress=False))
+        con = duckdb.connect()
+        tables = {
+            kind: mm.current_rows(con, kind, "week") for kind in ("windows", "drift", "performance", "alerts")
+        }
+    get_settings.cache_clear()
+    return summary, tables
+
+
+def test_the_real_sep_dec_run_flags_the_seasonal_drift(production_monitored) -> None:
+    summary, tables = production_monitored
+    assert summary.windows_total >= 17 and not summary.stale_models
+    perf = tables["performance"].sort("window_start")
+    september = perf.filter(pl.col("window_start") < date(2013, 9, 30))
+    december = perf.filter(
+        pl.col("window_start") >= date(2013, 12, 2), pl.col("window_start") < date(2013, 12, 23)
+    )
+    # the disruption rate climbs from ~15 % to ~36 % while the model's mean score stays behind
+    assert december["observed_rate"].mean() > september["observed_rate"].mean() + 0.1
+    assert (december["calibration_gap"] > 0.05).any()
+    drift = tables["drift"]
+    red = drift.filter(pl.col("metric") == "status", pl.col("status") == mm.RED)["feature"].unique().to_list()
+    assert {"dewp_spread", "pressure"} & set(red)  # the autumn's weather moves away from Jan-Jun
+    assert tables["alerts"].filter(pl.col("severity") == "critical").height > 0
+    assert RAW_CSV.exists()

@@ -17,6 +17,7 @@ import time
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+import model_monitoring
 import model_training_evaluation
 import scoring
 from production import score_production
@@ -53,6 +54,13 @@ def run() -> None:
         f"({counts['new_rows']:,} new rows) into {settings.lake_dir.name}/{scoring.SCORED_DATASET}, "
         f"views 'scored' and 'actuals' in {settings.warehouse_path.name}, in {time.perf_counter() - started:.0f}s"
     )
+
+    try:
+        monitoring = model_monitoring.run_once(model_monitoring.MonitorConfig())
+    except model_monitoring.StaleProfileError as exc:  # an artifact saved before profile format 2
+        print(f"[monitor] not run: {exc}")
+    else:
+        print(f"[monitor] {monitoring.line()}; views monitoring_* in {settings.warehouse_path.name}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,353 @@
+"""Benchmark of the monitoring job on a 10M-row scored table, against Evidently's DataDriftPreset.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_monitoring.py                # after ./setup.sh
+    nice -n 10 .venv/bin/python benchmarks/bench_monitoring.py --rows 2000000 --evidently-windows 3
+
+Set-up (not timed): the repository's scored Sep-Dec table (``lake/scored``, from the main
+job) and its actuals are replicated k times into ``benchmarks/data/monitoring/lake`` (one
+Parquet file per flight date, flight numbers shifted by 10,000 per replica so flight keys
+stay unique), and the LATEST model is copied to ``benchmarks/data/monitoring/artifacts``
+with its reference profile rebuilt by ``reference_profile.build_reference_profile`` from the
+warehouse's training split when the saved one predates format 2 (what training writes now).
+
+Timed, in this order, each with the job's own in-memory DuckDB connection:
+
+1. the whole job, weekly windows, default sampling, every window (``--full``);
+2. an incremental run with nothing changed, then one after a new batch lands in one week;
+3. the whole job unsampled (every row of every window);
+4. Evidently 0.7.23 ``Report([DataDriftPreset()])`` on the same weekly windows, the same
+   features plus the score, against the training rows: first on the rows the sampled job
+   measures (its reservoir samples), then on whole windows for ``--evidently-full-windows``
+   windows (extrapolated per window to all of them, and said so).
+
+Evidently is not a dependency of the project. Install it apart, never into ``.venv``:
+
+    .venv/bin/python -m pip install --target /work/evidently-pkgs evidently==0.7.23 \\
+        -c <(grep -E '^(numpy|pandas|scipy|pyarrow|scikit-learn|pydantic)==' requirements.txt)
+
+and point ``--evidently-path`` (default /work/evidently-pkgs) at it: it is appended to
+``sys.path`` *behind* .venv's site-packages, so the pinned numpy/pandas/scipy stay the ones
+imported. Without it the script says so and reports the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "mlops_pipeline" / "src"
+sys.path.insert(0, str(SRC))
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+DATA = ROOT / "benchmarks" / "data" / "monitoring"
+RESULTS = ROOT / "benchmarks" / "results.md"
+FLIGHT_SHIFT = 10_000  # flight numbers are 1..9999, so replica r's flights never collide
+
+
+def _env(lake_dir: Path, artifacts_dir: Path, warehouse: Path) -> None:
+    from settings import get_settings
+
+    os.environ["MLOPS_LAKE_DIR"] = str(lake_dir)
+    os.environ["MLOPS_ARTIFACTS_DIR"] = str(artifacts_dir)
+    os.environ["MLOPS_WAREHOUSE_PATH"] = str(warehouse)
+    get_settings.cache_clear()
+
+
+def build_lake(source_lake: Path, target: Path, rows: int) -> tuple[int, int]:
+    """Replicate every scored and actuals file k times; returns (k, scored rows)."""
+    scored_files = sorted((source_lake / "scored").glob("*.parquet"))
+    if not scored_files:
+        raise SystemExit(f"no scored batches in {source_lake}/scored: run ./setup.sh (the main job) first")
+    source_rows = sum(pq.read_metadata(f).num_rows for f in scored_files)
+    k = max(1, math.ceil(rows / source_rows))
+    marker = target / f"built-{k}x.json"
+    if marker.exists():
+        return k, json.loads(marker.read_text())["rows"]
+    shutil.rmtree(target, ignore_errors=True)
+    total = 0
+    for dataset, files in (
+        ("scored", scored_files),
+        ("actuals", sorted((source_lake / "actuals").glob("*.parquet"))),
+    ):
+        out = target / dataset
+        out.mkdir(parents=True)
+        for path in tqdm(files, desc=f"replicating {dataset} x{k}"):
+            frame = pl.read_parquet(path)
+            copies = pl.concat([frame.with_columns(pl.col("flight") + r * FLIGHT_SHIFT) for r in range(k)])
+            pq.write_table(copies.to_arrow(), out / path.name, compression="zstd", row_group_size=128 * 1024)
+            total += copies.height if dataset == "scored" else 0
+    marker.write_text(json.dumps({"k": k, "rows": total}))
+    return k, total
+
+
+def build_artifact(target: Path) -> str:
+    """The LATEST model, with a format-2 reference profile (rebuilt from training if needed)."""
+    import hashlib
+
+    import ft_engineering as fe
+    import model_artifact as ma
+    from reference_profile import PROFILE_FORMAT, build_reference_profile
+
+    artifact = ma.load_artifact()
+    folder = target / "models" / artifact.version
+    if not folder.exists():
+        shutil.copytree(artifact.path, folder)
+    (target / "models" / "LATEST").write_text(artifact.version + "\n")
+    profile = json.loads((folder / ma.PROFILE_FILE).read_text())
+    if int(profile.get("format", 1)) < PROFILE_FORMAT:
+        data = fe.build_datasets()
+        scores = artifact.booster.predict(fe.to_matrix(data.validation))
+        profile = build_reference_profile(
+            data.train, fe.NUMERIC_FEATURES, data.state.category_levels, scores, score_period="validation"
+        )
+        (folder / ma.PROFILE_FILE).write_text(json.dumps(profile, indent=2, sort_keys=True))
+        sums = "".join(
+            f"{hashlib.sha256((folder / name).read_bytes()).hexdigest()}  {name}\n"
+            for name in ma.ARTIFACT_FILES
+        )
+        (folder / ma.CHECKSUMS_FILE).write_text(sums)
+    return artifact.version
+
+
+def _fresh_outputs(lake_dir: Path) -> None:
+    import model_monitoring as mm
+
+    for dataset in mm.DATASETS.values():
+        shutil.rmtree(lake_dir / dataset, ignore_errors=True)
+
+
+def timed_run(**config) -> tuple[float, object]:
+    import model_monitoring as mm
+
+    started = time.perf_counter()
+    summary = mm.run_once(mm.MonitorConfig(progress=False, register_views=False, **config))
+    return time.perf_counter() - started, summary
+
+
+def add_one_batch(lake_dir: Path, k: int) -> None:
+    """A late batch: one more replica of the last scored day (new flight numbers)."""
+    last = sorted((lake_dir / "scored").glob("*.parquet"))[-1]
+    frame = pl.read_parquet(last).filter(pl.col("flight") < FLIGHT_SHIFT)
+    late = frame.with_columns(pl.col("flight") + k * FLIGHT_SHIFT)
+    pq.write_table(late.to_arrow(), lake_dir / "scored" / "late-batch.parquet", compression="zstd")
+
+
+def import_evidently(path: str) -> object | None:
+    if path and path not in sys.path:
+        sys.path.append(path)  # behind .venv's site-packages: the pinned libraries win
+    try:
+        return importlib.import_module("evidently")
+    except ImportError:
+        return None
+
+
+def evidently_frames(version: str, sampled: bool, windows: int) -> tuple[object, list[object], list[int]]:
+    """The reference (training rows) and the current rows of the first ``windows`` windows as
+    the job sees them (its reservoir samples, or whole windows), as pandas frames."""
+    import ft_engineering as fe
+    import model_monitoring as mm
+    from model_artifact import load_artifact
+
+    artifact = load_artifact(version)
+    data = fe.build_datasets()
+    reference = data.train.select(fe.FEATURES).with_columns(
+        pl.Series("score", artifact.booster.predict(fe.to_matrix(data.train)))
+    )
+    # categories as the scored table holds them: carrier and origin as the caller's strings,
+    # the others as codes into the model's levels; all as labels for Evidently
+    levels = data.state.category_levels
+    reference = reference.with_columns(
+        pl.col(c).replace_strict(list(range(len(levels[c]))), levels[c], default=None, return_dtype=pl.String)
+        for c in ("carrier", "origin")
+    ).with_columns(pl.col(c).cast(pl.String) for c in fe.CATEGORICAL_FEATURES)
+    monitor = mm.Monitor(
+        mm.MonitorConfig(progress=False, sample_rows=mm.DEFAULT_SAMPLE_ROWS if sampled else None)
+    )
+    paths = mm._paths("scored")
+    ranges = mm.file_date_ranges(monitor.con, paths)
+    starts, interval = mm.WINDOW_SQL["week"]
+    bounds = monitor.con.sql(
+        f"SELECT DISTINCT {starts} AS s, CAST({starts} + {interval} AS DATE) FROM read_parquet({mm._sql_list(paths)}) "
+        "ORDER BY 1"
+    ).fetchall()[:windows]
+    available = set(monitor.con.sql(f"SELECT * FROM read_parquet({mm._sql_list(paths[:1])}) LIMIT 0").columns)
+    monitor.reference(version)
+    columns = monitor._columns(available, [version])
+    frames, sizes = [], []
+    for start, end in bounds:
+        monitor.window_rows(mm.overlapping(ranges, start, end), start, end, columns)
+        n = monitor.con.sql("SELECT count(*) FROM win").fetchall()[0][0]
+        monitor.sample(version, n)
+        current = monitor.con.sql(f"SELECT {', '.join(fe.FEATURES)}, score FROM cur").pl()
+        monitor.con.execute("DELETE FROM cur")
+        current = current.with_columns(pl.col(c).cast(pl.String) for c in fe.CATEGORICAL_FEATURES)
+        frames.append(current.to_pandas())
+        sizes.append(current.height)
+    return reference.to_pandas(), frames, sizes
+
+
+def time_evidently(reference, frames) -> list[float]:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    import ft_engineering as fe
+
+    definition = DataDefinition(
+        numerical_columns=[*fe.NUMERIC_FEATURES, "score"], categorical_columns=list(fe.CATEGORICAL_FEATURES)
+    )
+    ref = Dataset.from_pandas(reference, data_definition=definition)
+    seconds = []
+    for frame in tqdm(frames, desc="Evidently DataDriftPreset"):
+        started = time.perf_counter()
+        current = Dataset.from_pandas(frame, data_definition=definition)
+        Report([DataDriftPreset()]).run(current_data=current, reference_data=ref)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--rows", type=int, default=10_000_000, help="scored rows to synthesize (default 10M)"
+    )
+    parser.add_argument(
+        "--evidently-path", default="/work/evidently-pkgs", help="where evidently is installed"
+    )
+    parser.add_argument(
+        "--evidently-windows", type=int, default=0, help="sampled windows for Evidently (0 = all)"
+    )
+    parser.add_argument("--evidently-full-windows", type=int, default=1, help="whole windows for Evidently")
+    parser.add_argument("--no-write", action="store_true", help="do not append to benchmarks/results.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from settings import get_settings
+
+    source = get_settings()
+    lake_dir, artifacts_dir = DATA / "lake", DATA / "artifacts"
+    k, rows = build_lake(source.lake_dir, lake_dir, args.rows)
+    version = build_artifact(artifacts_dir)  # reads the repository's LATEST and warehouse
+    # the warehouse is only read (the training split); the job's views are not registered
+    _env(lake_dir, artifacts_dir, source.warehouse_path)
+
+    import model_monitoring as mm
+
+    figures: dict[str, object] = {"rows": rows, "replicas": k, "model": version}
+    _fresh_outputs(lake_dir)
+    figures["full_sampled_s"], summary = timed_run(full=True)
+    figures["windows"] = summary.windows_total
+    figures["incremental_nochange_s"], s2 = timed_run()
+    add_one_batch(lake_dir, k)
+    try:
+        figures["incremental_one_batch_s"], s3 = timed_run()
+        figures["incremental_windows"] = s3.windows_recomputed
+        _fresh_outputs(lake_dir)
+        figures["full_unsampled_s"], _ = timed_run(full=True, sample_rows=None)
+    finally:
+        (lake_dir / "scored" / "late-batch.parquet").unlink(missing_ok=True)
+    figures["summary"] = summary.line()
+    print(json.dumps({k2: v for k2, v in figures.items() if k2 != "summary"}, indent=1, default=str))
+
+    evidently = import_evidently(args.evidently_path)
+    if evidently is None:
+        print(
+            "Evidently is not importable: install it apart with\n  .venv/bin/python -m pip install --target "
+            f"{args.evidently_path} evidently==0.7.23 -c <(grep -E '^(numpy|pandas|scipy|pyarrow|scikit-learn|"
+            "pydantic)==' requirements.txt)\nand rerun; the figures above are complete without it."
+        )
+    else:
+        windows = args.evidently_windows or figures["windows"]
+        reference, frames, sizes = evidently_frames(version, True, windows)
+        seconds = time_evidently(reference, frames)
+        per_window = float(np.mean(seconds))
+        figures["evidently_sampled_windows"] = len(seconds)
+        figures["evidently_sampled_rows_per_window"] = int(np.mean(sizes))
+        figures["evidently_sampled_s_all_windows"] = per_window * figures["windows"]
+        figures["evidently_sampled_measured_s"] = float(np.sum(seconds))
+        if args.evidently_full_windows:
+            _, full_frames, full_sizes = evidently_frames(version, False, args.evidently_full_windows)
+            full_seconds = time_evidently(reference, full_frames)
+            figures["evidently_full_rows_per_window"] = int(np.mean(full_sizes))
+            figures["evidently_full_s_per_window"] = float(np.mean(full_seconds))
+            figures["evidently_full_s_all_windows"] = float(np.mean(full_seconds)) * figures["windows"]
+        figures["evidently_version"] = evidently.__version__
+        figures["speedup_sampled"] = figures["evidently_sampled_s_all_windows"] / figures["full_sampled_s"]
+        if "evidently_full_s_all_windows" in figures:
+            figures["speedup_unsampled"] = (
+                figures["evidently_full_s_all_windows"] / figures["full_unsampled_s"]
+            )
+    print(json.dumps({k2: v for k2, v in figures.items() if k2 != "summary"}, indent=1, default=str))
+    if not args.no_write:
+        write_results(figures, argv)
+    del mm
+
+
+def write_results(f: dict[str, object], argv: list[str] | None) -> None:
+    load = os.getloadavg()
+    command = "nice -n 10 .venv/bin/python benchmarks/bench_monitoring.py " + " ".join(argv or sys.argv[1:])
+    lines = [
+        "",
+        f"## Monitoring job ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Command: `{command.strip()}` (docs/monitoring.md). Machine: {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}, load average "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end (shared machine).",
+        "",
+        f"Scored table: {f['rows']:,} rows (the Sep-Dec scored table x{f['replicas']}), model {f['model']}, "
+        f"{f['windows']} weekly windows, {len(__import__('ft_engineering').FEATURES)} features + the score.",
+        "",
+        "| run | seconds |",
+        "|---|---:|",
+        f"| whole job, default sampling (20,000 rows per window), all windows | {f['full_sampled_s']:.2f} |",
+        f"| whole job, unsampled (every row), all windows | {f['full_unsampled_s']:.2f} |",
+        f"| incremental, nothing changed | {f['incremental_nochange_s']:.2f} |",
+        f"| incremental, one late batch ({f['incremental_windows']} window recomputed) | "
+        f"{f['incremental_one_batch_s']:.2f} |",
+    ]
+    if "evidently_version" in f:
+        lines += [
+            f"| Evidently {f['evidently_version']} DataDriftPreset on the sampled rows "
+            f"({f['evidently_sampled_rows_per_window']:,} per window; {f['evidently_sampled_windows']} windows "
+            f"measured, {f['evidently_sampled_measured_s']:.1f} s), all windows | "
+            f"{f['evidently_sampled_s_all_windows']:.1f} |",
+        ]
+        if "evidently_full_s_all_windows" in f:
+            lines.append(
+                f"| Evidently on whole windows ({f['evidently_full_rows_per_window']:,} rows; "
+                f"{f['evidently_full_s_per_window']:.1f} s per window measured), x{f['windows']} windows | "
+                f"{f['evidently_full_s_all_windows']:.0f} |"
+            )
+        lines += [
+            "",
+            f"Speed-up over Evidently: {f['speedup_sampled']:.0f}x with sampling (same sampled rows), "
+            + (
+                f"{f['speedup_unsampled']:.0f}x unsampled (whole windows)."
+                if "speedup_unsampled" in f
+                else ""
+            ),
+        ]
+    lines += ["", f"Job summary line: `{f['summary']}`", ""]
+    with RESULTS.open("a") as handle:
+        handle.write("\n".join(lines))
+    print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

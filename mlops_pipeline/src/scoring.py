@@ -296,9 +296,12 @@ class _StoredIndex:
         folder = lake.dataset_dir(SCORED_DATASET)
         seen = self._files.setdefault((str(folder), model_version), {})
         pattern = re.compile(re.escape(_batch_prefix(model_version)) + r"[0-9a-f]{32}")
-        for path in folder.glob("*.parquet"):
-            if pattern.fullmatch(path.stem) and path.name not in seen:
-                seen[path.name] = pl.read_parquet(path, columns=["flight_date", DIGEST_COLUMN])
+        present = {path.name: path for path in folder.glob("*.parquet") if pattern.fullmatch(path.stem)}
+        for name in set(seen) - set(present):  # removed by hand (or, later, by compaction)
+            del seen[name]
+        for name, path in present.items():
+            if name not in seen:
+                seen[name] = pl.read_parquet(path, columns=["flight_date", DIGEST_COLUMN])
         if not seen:
             return pl.DataFrame(schema={"flight_date": pl.Date, DIGEST_COLUMN: pl.UInt64})
         return pl.concat(list(seen.values()))

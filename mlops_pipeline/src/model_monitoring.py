@@ -579,6 +579,35 @@ class MonitorConfig:
         )
 
 
+@dataclass(frozen=True)
+class Window:
+    """One window to (re)compute: its dates, files, fingerprint and scored rows per version."""
+
+    start: date
+    end: date
+    files: list[str]
+    actual_files: list[str]
+    fingerprint: str
+    rows: dict[str, int]
+    sample_rows: int | None
+
+    @property
+    def fraction(self) -> float:
+        """The share of flights measured: 1 when the window is small or sampling is off."""
+        largest = max(self.rows.values())
+        if self.sample_rows is None or largest <= self.sample_rows:
+            return 1.0
+        return self.sample_rows / largest
+
+    @property
+    def hash_limit(self) -> int:
+        return 2**64 - 1 if self.fraction >= 1 else int(self.fraction * 2**64)
+
+    @property
+    def expected_rows(self) -> int:
+        return int(sum(self.rows.values()) * self.fraction)
+
+
 @dataclass
 class RunSummary:
     run_id: str
@@ -616,9 +645,6 @@ class Monitor:
         self.computed_at = _now()
         self.references: dict[str, Reference | None] = {}
         self.stale: dict[str, str] = {}
-        self._cur_ready = False
-        self._pending: list[dict[str, Any]] = []  # windows sampled into ``cur``, metrics not yet computed
-        self._pending_rows = 0
 
     # ------------------------------------------------------------------ inputs
 
@@ -648,43 +674,45 @@ class Monitor:
 
     # ------------------------------------------------------------------ one window
 
-    def window_rows(self, files: list[str], start: date, end: date, columns: list[str]) -> None:
-        """Materialise the window's deduplicated rows (latest score per flight and model)."""
-        select = ", ".join(_ident(c) for c in columns)
-        keys = ", ".join(KEY_COLUMNS)
-        # Ordered by the flight key so that the table's row order, and with it the
-        # reservoir sample under a fixed seed, does not depend on thread scheduling.
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE win AS SELECT CAST(? AS DATE) AS window_start, {select} "
-            f"FROM read_parquet({_sql_list(files)}, "
-            f"union_by_name = true) WHERE flight_date >= ? AND flight_date < ? "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys}, model_version "
-            f"ORDER BY scored_at DESC, score DESC) = 1 ORDER BY model_version, {keys}",
-            [start, start, end],
-        )
-        if not self._cur_ready:
-            self.con.execute("CREATE OR REPLACE TEMP TABLE cur AS SELECT * FROM win LIMIT 0")
-            self._cur_ready = True
+    def load_group(self, group: list[Window], columns: list[str]) -> None:
+        """Materialise in ``cur`` the rows measured for a group of windows: each flight once
+        per model version (its latest score), all of them or a fixed-seed sample of flights.
 
-    def sample(self, version: str, n_rows: int) -> int:
-        """Append the (window, version) sample, or all its rows when small, to ``cur``."""
-        sample_rows = self.config.sample_rows
-        if sample_rows is None or n_rows <= sample_rows:
-            self.con.execute("INSERT INTO cur SELECT * FROM win WHERE model_version = ?", [version])
-            return n_rows
-        # One thread for the sampling step: DuckDB's reservoir sample is repeatable for a
-        # seed only when one thread reads the (ordered) input.
-        threads = self.con.sql("SELECT current_setting('threads')").fetchall()[0][0]
-        self.con.execute("SET threads = 1")
-        try:
-            self.con.execute(
-                "INSERT INTO cur SELECT * FROM (SELECT * FROM win WHERE model_version = ?) "
-                f"USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE ({int(self.seed)})",
-                [version],
-            )
-        finally:
-            self.con.execute(f"SET threads = {int(threads)}")
-        return sample_rows
+        The sample is drawn by a hash of the flight key and the seed: a flight is in it when
+        ``hash(key, seed) <= fraction * 2^64``, so each flight is kept with probability
+        ``fraction``, independently of the others (a Bernoulli sample of flights). Because
+        every score of a flight has the same key, the sample commutes with keeping the latest
+        score: the deduplication runs on the sample, not on every row (the keyed pass over
+        10M rows is what would cost seconds), and the same seed gives the same sample whatever
+        the thread count or file order."""
+        files = sorted({f for w in group for f in w.files})
+        keys = ", ".join(KEY_COLUMNS)
+        select = ", ".join(_ident(c) for c in columns)
+        lo, hi = min(w.start for w in group), max(w.end for w in group)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE cur AS SELECT * FROM (SELECT {self._start_sql} AS window_start, {select} "
+            f"FROM read_parquet({_sql_list(files)}, union_by_name = true) WHERE flight_date >= ? AND flight_date < ?) "
+            f"WHERE {self._sample_predicate(group)}",
+            [lo, hi],
+        )
+        # Latest score per flight and model version; a narrow window over the sample's keys,
+        # then the few superseded rows go (re-scores are rare, rewriting the table is not).
+        self.con.execute(
+            "DELETE FROM cur WHERE rowid IN (SELECT rowid FROM (SELECT rowid, row_number() OVER ("
+            f"PARTITION BY {keys}, model_version ORDER BY scored_at DESC, score DESC) AS rn FROM cur) WHERE rn > 1)"
+        )
+
+    @property
+    def _start_sql(self) -> str:
+        return WINDOW_SQL[self.config.window][0]
+
+    def _sample_predicate(self, group: list[Window], prefix: str = "") -> str:
+        """``window_start`` in the group, and the flight in its window's sample."""
+        keys = ", ".join(f"{prefix}{k}" for k in KEY_COLUMNS)
+        starts = ", ".join(f"DATE '{w.start}'" for w in group)
+        start = f"{prefix}window_start" if prefix else "window_start"
+        cases = " ".join(f"WHEN DATE '{w.start}' THEN {w.hash_limit}::UBIGINT" for w in group)
+        return f"{start} IN ({starts}) AND hash({keys}, {int(self.seed)}) <= CASE {start} {cases} END"
 
     def drift_rows(
         self, reference: Reference, columns: set[str]
@@ -705,43 +733,60 @@ class Monitor:
             result[(start, version)] = window_drift(reference, part, means.get((start, version)))
         return result
 
-    def performance(self, actual_files: list[str], version: str, threshold: float) -> dict[str, Any]:
-        """Realized performance over every flight of the window with an outcome (not sampled)."""
-        if not actual_files:
-            n = self.con.execute("SELECT count(*) FROM win WHERE model_version = ?", [version]).fetchall()[0][
-                0
-            ]
-            return {"n_scored": n, "n_with_outcome": 0}
+    def performance(self, group: list[Window], thresholds: dict[str, float]) -> dict[tuple[date, str], dict]:
+        """Realized performance of every (window, version) in ``cur`` whose outcomes have arrived:
+        the measured flights (all of them, or the window's sample) joined with ``actuals``."""
+        files = sorted({f for w in group for f in w.actual_files})
+        measured = {
+            (start, version): n
+            for start, version, n in self.con.sql(
+                "SELECT window_start, model_version, count(*) FROM cur GROUP BY ALL"
+            ).fetchall()
+        }
+        result: dict[tuple[date, str], dict] = {
+            k: {"n_scored": n, "n_with_outcome": 0} for k, n in measured.items()
+        }
+        if not files or not thresholds:
+            return result
         keys = ", ".join(KEY_COLUMNS)
-        result = self.con.execute(
-            f"""
+        lo, hi = min(w.start for w in group), max(w.end for w in group)
+        values = ", ".join(f"('{v}', {float(t)!r}e0)" for v, t in thresholds.items())
+        query = f"""
             WITH a AS (
-                SELECT {keys}, any_value(is_disrupted) AS y
-                FROM read_parquet({_sql_list(actual_files)}, union_by_name = true) GROUP BY ALL
+                SELECT {keys}, any_value(is_disrupted) AS y FROM (
+                    SELECT *, {self._start_sql} AS window_start
+                    FROM read_parquet({_sql_list(files)}, union_by_name = true)
+                    WHERE flight_date >= ? AND flight_date < ?
+                ) WHERE {self._sample_predicate(group)} GROUP BY ALL
+            ), t AS (SELECT * FROM (VALUES {values}) t(model_version, thr)
             ), j AS (
-                SELECT w.score, a.y FROM win w JOIN a USING ({keys})
-                WHERE w.model_version = ? AND a.y IS NOT NULL
+                SELECT c.window_start, c.model_version, c.score, a.y, (c.score >= t.thr)::INT AS flagged
+                FROM cur c JOIN a USING ({keys}) JOIN t USING (model_version) WHERE a.y IS NOT NULL
             ), g AS (  -- one row per distinct score: ties get the average rank (Mann-Whitney)
-                SELECT score, sum(y) AS pos, count(*) - sum(y) AS neg, count(*) AS n FROM j GROUP BY score
+                SELECT window_start, model_version, score, sum(y) AS pos, count(*) - sum(y) AS neg, count(*) AS n
+                FROM j GROUP BY ALL
             ), r AS (
-                SELECT pos, neg, sum(n) OVER (ORDER BY score ROWS UNBOUNDED PRECEDING) - n + (n + 1) / 2.0 AS rank
+                SELECT *, sum(n) OVER (PARTITION BY window_start, model_version ORDER BY score
+                                       ROWS UNBOUNDED PRECEDING) - n + (n + 1) / 2.0 AS rank
                 FROM g
+            ), auc AS (
+                SELECT window_start, model_version,
+                       (sum(pos * rank) - sum(pos) * (sum(pos) + 1) / 2.0) / nullif(sum(pos) * sum(neg), 0) AS roc_auc
+                FROM r GROUP BY ALL
             )
-            SELECT
-                (SELECT count(*) FROM win WHERE model_version = ?) AS n_scored,
-                (SELECT count(*) FROM j) AS n_with_outcome,
-                (SELECT (sum(pos * rank) - sum(pos) * (sum(pos) + 1) / 2.0) / nullif(sum(pos) * sum(neg), 0) FROM r)
-                    AS roc_auc,
-                (SELECT sum(y * (score >= ?)::INT) / nullif(sum((score >= ?)::INT), 0) FROM j) AS precision,
-                (SELECT sum(y * (score >= ?)::INT) / nullif(sum(y), 0) FROM j) AS recall,
-                (SELECT avg((score >= ?)::INT) FROM j) AS flagged_share,
-                (SELECT avg(y) FROM j) AS observed_rate,
-                (SELECT avg(score) FROM j) AS mean_score
-            """,
-            [version, version, threshold, threshold, threshold, threshold],
-        )
-        names = [column[0] for column in result.description]
-        return dict(zip(names, result.fetchall()[0], strict=True))
+            SELECT window_start, model_version, count(*) AS n_with_outcome, any_value(auc.roc_auc) AS roc_auc,
+                   sum(y * flagged) / nullif(sum(flagged), 0) AS precision,
+                   sum(y * flagged) / nullif(sum(y), 0) AS recall,
+                   avg(flagged) AS flagged_share, avg(y) AS observed_rate, avg(score) AS mean_score
+            FROM j JOIN auc USING (window_start, model_version) GROUP BY ALL
+        """
+        cursor = self.con.execute(query, [lo, hi])
+        names = [column[0] for column in cursor.description]
+        for row in cursor.fetchall():
+            record = dict(zip(names, row, strict=True))
+            key = (record.pop("window_start"), record.pop("model_version"))
+            result[key] = {**result.get(key, {"n_scored": 0}), **record}
+        return result
 
     # ------------------------------------------------------------------ the run
 
@@ -771,38 +816,39 @@ class Monitor:
             f"{v}={ref.digest if (ref := self.reference(v)) else 'unusable'}" for v in versions
         )
         starts, interval = WINDOW_SQL[config.window]
-        # The windows, defined in SQL: every window that holds a scored flight (the flight
-        # date column only, so this reads a sliver of each file).
-        windows = self.con.sql(
-            f"SELECT DISTINCT {starts} AS window_start, CAST({starts} + {interval} AS DATE) AS window_end "
-            f"FROM read_parquet({_sql_list(scored_paths)}, union_by_name = true) ORDER BY 1"
+        # The windows, defined in SQL: every window that holds a scored flight, with its rows
+        # per model version (two narrow columns, so this reads a sliver of each file).
+        counts = self.con.sql(
+            f"SELECT {starts} AS window_start, CAST({starts} + {interval} AS DATE) AS window_end, model_version, "
+            f"count(*) AS n FROM read_parquet({_sql_list(scored_paths)}, union_by_name = true) "
+            "GROUP BY ALL ORDER BY 1, 3"
         ).fetchall()
+        per_window: dict[tuple[date, date], dict[str, int]] = {}
+        for start, end, version, n in counts:
+            per_window.setdefault((start, end), {})[version] = n
         previous = {} if config.full else self.previous_fingerprints()
-        todo: list[tuple[date, date, list[str], list[str], str]] = []
-        for start, end in windows:
+        todo: list[Window] = []
+        for (start, end), rows in per_window.items():
             files = overlapping(scored_ranges, start, end)
             actuals = overlapping(actual_ranges, start, end)
             fingerprint = hashlib.sha256(
                 "\n".join([config.key(), profiles, *files, "--", *actuals]).encode()
             ).hexdigest()
             if previous.get(start) != fingerprint:
-                todo.append((start, end, files, actuals, fingerprint))
-        windows_total = len(windows)
+                todo.append(Window(start, end, files, actuals, fingerprint, rows, config.sample_rows))
+        windows_total = len(per_window)
 
         columns = self._columns(available, versions)
         out: dict[str, list[dict[str, Any]]] = {k: [] for k in DATASETS}
-        for start, end, files, actuals, fingerprint in tqdm(
-            todo, desc=f"{config.window} windows", disable=not config.progress
-        ):
-            self.window_rows(files, start, end, columns)
-            for version, n_rows in self.con.sql(
-                "SELECT model_version, count(*) FROM win GROUP BY 1 ORDER BY 1"
-            ).fetchall():
-                self._one(out, start, end, actuals, fingerprint, version, n_rows)
-            if self._pending_rows >= FLUSH_ROWS:
-                self._flush(out, set(columns))
-        self._flush(out, set(columns))
-        self.con.execute("DROP TABLE IF EXISTS win; DROP TABLE IF EXISTS cur")
+        groups: list[list[Window]] = []
+        for window in todo:  # groups of windows whose measured rows fit FLUSH_ROWS
+            if not groups or sum(w.expected_rows for w in groups[-1]) + window.expected_rows > FLUSH_ROWS:
+                groups.append([])
+            groups[-1].append(window)
+        for group in tqdm(groups, desc=f"{config.window} windows ({len(todo)})", disable=not config.progress):
+            self.load_group(group, columns)
+            self._measure(out, group, set(columns))
+        self.con.execute("DROP TABLE IF EXISTS cur")
 
         self._write(out, ("windows", "drift", "performance"))
         summary = RunSummary(
@@ -831,68 +877,57 @@ class Monitor:
             raise MonitoringError(f"the scored dataset lacks column(s) {missing} that monitoring needs")
         return [c for c in wanted if c in available]
 
-    def _one(
-        self,
-        out: dict[str, list[dict[str, Any]]],
-        start: date,
-        end: date,
-        actuals: list[str],
-        fingerprint: str,
-        version: str,
-        n_rows: int,
-    ) -> None:
-        """Sample one (window, version) into ``cur`` and compute its performance; its drift
-        metrics follow in :meth:`_flush`, for many windows in one query."""
-        base = {
-            "window_kind": self.config.window,
-            "window_start": start,
-            "window_end": end,
-            "model_version": version,
-        }
+    def _measure(self, out: dict[str, list[dict[str, Any]]], group: list[Window], columns: set[str]) -> None:
+        """Drift, performance and window rows of every (window, version) of a loaded group."""
         stamp = {"run_id": self.run_id, "computed_at": self.computed_at}
-        window = {**base, "n_rows": n_rows, "n_sampled": 0, "fingerprint": fingerprint, **stamp}
-        reference = self.reference(version)
-        if reference is None:
-            out["windows"].append({**window, "status": "stale_profile", "message": self.stale[version]})
-            return
-        if n_rows < self.config.min_rows:
-            message = f"{n_rows} flights < min_rows {self.config.min_rows}: too small to score"
-            out["windows"].append({**window, "status": "too_small", "message": message})
-            return
-        window["n_sampled"] = self.sample(version, n_rows)
-        self._pending_rows += window["n_sampled"]
-        perf = self.performance(actuals, version, reference.threshold)
-        out["performance"].append({**base, **performance_row(perf, reference.threshold), **stamp})
-        self._pending.append(window)
-
-    def _flush(self, out: dict[str, list[dict[str, Any]]], columns: set[str]) -> None:
-        """Count, bin and measure every window sampled into ``cur``, then empty it."""
-        if not self._pending:
-            return
-        for version in sorted({w["model_version"] for w in self._pending}):
-            reference = self.references[version]
-            assert reference is not None  # only usable references reach cur
-            drift = self.drift_rows(reference, columns)
-            for window in (w for w in self._pending if w["model_version"] == version):
-                rows = drift.get((window["window_start"], version), [])
-                if self.config.window not in FULL_STATUS_WINDOWS:
+        usable = {v: r for v, r in self.references.items() if r is not None}
+        perf = self.performance(group, {v: r.threshold for v, r in usable.items()})
+        drift: dict[tuple[date, str], list[dict[str, Any]]] = {}
+        for version in sorted({v for w in group for v in w.rows} & set(usable)):
+            drift.update(self.drift_rows(usable[version], columns))
+        capped = self.config.window not in FULL_STATUS_WINDOWS
+        for window in group:
+            for version, n_rows in sorted(window.rows.items()):
+                base = {
+                    "window_kind": self.config.window,
+                    "window_start": window.start,
+                    "window_end": window.end,
+                    "model_version": version,
+                }
+                record = {
+                    **base,
+                    "n_rows": n_rows,
+                    "n_sampled": 0,
+                    "fingerprint": window.fingerprint,
+                    **stamp,
+                }
+                reference = usable.get(version)
+                if reference is None:
+                    out["windows"].append(
+                        {**record, "status": "stale_profile", "message": self.stale[version]}
+                    )
+                    continue
+                if n_rows < self.config.min_rows:
+                    message = f"{n_rows} scored rows < min_rows {self.config.min_rows}: too small to score"
+                    out["windows"].append({**record, "status": "too_small", "message": message})
+                    continue
+                rows = drift.get((window.start, version), [])
+                if capped:
                     cap_day_level(rows)
-                capped = self.config.window not in FULL_STATUS_WINDOWS
                 weighted, overall = feature_statuses(rows, reference.importance, capped)
-                keys = {k: window[k] for k in ("window_kind", "window_start", "window_end", "model_version")}
-                stamp = {"run_id": self.run_id, "computed_at": self.computed_at}
-                out["drift"] += [{**keys, **row, **stamp} for row in rows]
+                out["drift"] += [{**base, **row, **stamp} for row in rows]
+                measured = perf.get((window.start, version), {"n_scored": 0, "n_with_outcome": 0})
+                out["performance"].append({**base, **performance_row(measured, reference.threshold), **stamp})
+                record["n_sampled"] = measured["n_scored"]
                 out["windows"].append(
                     {
-                        **window,
+                        **record,
                         "status": "ok",
                         "overall_status": overall,
                         "weighted_drift": weighted,
                         "message": None,
                     }
                 )
-        self.con.execute("DELETE FROM cur")
-        self._pending, self._pending_rows = [], 0
 
     # ------------------------------------------------------------------ outputs
 

@@ -641,6 +641,7 @@ class Monitor:
         settings = get_settings()
         self.seed = settings.seed if config.seed is None else config.seed
         self.con = duckdb.connect(config={"threads": settings.n_threads})
+        self.con.execute("SET enable_progress_bar = false")  # the job draws its own (tqdm)
         self.run_id = f"run-{_now():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
         self.computed_at = _now()
         self.references: dict[str, Reference | None] = {}
@@ -754,7 +755,7 @@ class Monitor:
         query = f"""
             WITH a AS (
                 SELECT {keys}, any_value(is_disrupted) AS y FROM (
-                    SELECT *, {self._start_sql} AS window_start
+                    SELECT {keys}, is_disrupted, {self._start_sql} AS window_start
                     FROM read_parquet({_sql_list(files)}, union_by_name = true)
                     WHERE flight_date >= ? AND flight_date < ?
                 ) WHERE {self._sample_predicate(group)} GROUP BY ALL

@@ -17,7 +17,7 @@ Timed, in this order, each with the job's own in-memory DuckDB connection:
 3. the whole job unsampled (every row of every window);
 4. Evidently 0.7.23 ``Report([DataDriftPreset()])`` on the same weekly windows, the same
    features plus the score, against the training rows: first on the rows the sampled job
-   measures (its reservoir samples), then on whole windows for ``--evidently-full-windows``
+   measures (its per-window samples), then on whole windows for ``--evidently-full-windows``
    windows (extrapolated per window to all of them, and said so).
 
 Evidently is not a dependency of the project. Install it apart, never into ``.venv``:
@@ -160,7 +160,7 @@ def import_evidently(path: str) -> object | None:
 
 def evidently_frames(version: str, sampled: bool, windows: int) -> tuple[object, list[object], list[int]]:
     """The reference (training rows) and the current rows of the first ``windows`` windows as
-    the job sees them (its reservoir samples, or whole windows), as pandas frames."""
+    the job sees them (its samples, or whole windows), as pandas frames."""
     import ft_engineering as fe
     import model_monitoring as mm
     from model_artifact import load_artifact
@@ -184,19 +184,19 @@ def evidently_frames(version: str, sampled: bool, windows: int) -> tuple[object,
     ranges = mm.file_date_ranges(monitor.con, paths)
     starts, interval = mm.WINDOW_SQL["week"]
     bounds = monitor.con.sql(
-        f"SELECT DISTINCT {starts} AS s, CAST({starts} + {interval} AS DATE) FROM read_parquet({mm._sql_list(paths)}) "
-        "ORDER BY 1"
+        f"SELECT {starts} AS s, CAST({starts} + {interval} AS DATE), count(*) FROM read_parquet({mm._sql_list(paths)}) "
+        "GROUP BY ALL ORDER BY 1"
     ).fetchall()[:windows]
     available = set(monitor.con.sql(f"SELECT * FROM read_parquet({mm._sql_list(paths[:1])}) LIMIT 0").columns)
     monitor.reference(version)
     columns = monitor._columns(available, [version])
     frames, sizes = [], []
-    for start, end in bounds:
-        monitor.window_rows(mm.overlapping(ranges, start, end), start, end, columns)
-        n = monitor.con.sql("SELECT count(*) FROM win").fetchall()[0][0]
-        monitor.sample(version, n)
+    for start, end, n in bounds:
+        window = mm.Window(
+            start, end, mm.overlapping(ranges, start, end), [], "", {version: n}, monitor.config.sample_rows
+        )
+        monitor.load_group([window], columns)  # the rows the job measures for this window
         current = monitor.con.sql(f"SELECT {', '.join(fe.FEATURES)}, score FROM cur").pl()
-        monitor.con.execute("DELETE FROM cur")
         current = current.with_columns(pl.col(c).cast(pl.String) for c in fe.CATEGORICAL_FEATURES)
         frames.append(current.to_pandas())
         sizes.append(current.height)

@@ -21,10 +21,9 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import lightgbm as lgb
+from typing import TYPE_CHECKING, Any
 
 from atomic import AtomicFile, write_bytes
 from ft_engineering import FeatureState
@@ -42,6 +41,10 @@ ARTIFACT_FILES = (MODEL_FILE, CARD_FILE, PROFILE_FILE)
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
+
 class ArtifactError(Exception):
     """A model artifact that is missing, malformed or fails its checksum."""
 
@@ -49,10 +52,19 @@ class ArtifactError(Exception):
 @dataclass(frozen=True)
 class ModelArtifact:
     path: Path
-    booster: lgb.Booster
+    model_text: str  # as verified against SHA256SUMS at load
     card: dict[str, Any]
     profile: dict[str, Any]
     model_sha256: str
+
+    @cached_property
+    def booster(self) -> lgb.Booster:
+        """The LightGBM model, built on first use: a process that predicts with the verified
+        compiled model never needs it, and importing LightGBM (with scikit-learn) costs
+        1.4 s, which every scorer process and Ray actor would pay at start-up."""
+        import lightgbm as lgb
+
+        return lgb.Booster(model_str=self.model_text)
 
     @property
     def version(self) -> str:
@@ -147,9 +159,9 @@ def load_artifact(version: str | None = None) -> ModelArtifact:
     if not folder.is_dir():
         raise ArtifactError(f"model version {version} not found in {models_dir()}")
     sums = verify(folder)
-    booster = lgb.Booster(model_str=(folder / MODEL_FILE).read_text())
+    model_text = (folder / MODEL_FILE).read_text()
     card = json.loads((folder / CARD_FILE).read_text())
     profile = json.loads((folder / PROFILE_FILE).read_text())
     if card.get("version") != version:
         raise ArtifactError(f"{version}: the model card names version {card.get('version')!r}")
-    return ModelArtifact(folder, booster, card, profile, sums[MODEL_FILE])
+    return ModelArtifact(folder, model_text, card, profile, sums[MODEL_FILE])

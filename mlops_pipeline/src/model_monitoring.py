@@ -11,10 +11,13 @@ What it does (docs/monitoring.md has the metrics, bins, thresholds and the figur
    latest score (by ``scored_at``) of each flight key and model version, so a re-scored
    flight never weighs twice. A window with fewer than ``min_rows`` flights is recorded as
    ``too_small`` and not scored.
-2. **Sample**: each (window, model version) is sampled in SQL with DuckDB's reservoir
-   sampling (fixed seed, ``--sample-rows``, default :data:`DEFAULT_SAMPLE_ROWS`) or taken
-   whole when it is smaller.
-3. **Counts in DuckDB, metrics in Python**: one GROUP BY per window bins every feature with
+2. **Sample**: each window is sampled in SQL by flight: a flight is measured when a hash of
+   its key and the seed falls below ``sample_rows / rows`` of the hash range (a fixed-seed
+   Bernoulli sample of ~``--sample-rows`` flights, default :data:`DEFAULT_SAMPLE_ROWS`), or
+   the window is taken whole when it is smaller. Sampling by flight commutes with "latest
+   score per flight", so that rule runs on the sample only (docs/monitoring.md says why
+   this and not a reservoir sample).
+3. **Counts in DuckDB, metrics in Python**: one GROUP BY per group of windows bins every feature with
    the edges stored in the model's reference profile (never re-derived) and counts
    categories; only those small count tables reach Python, which computes KS, PSI, JS
    distance, chi-squared, null-rate change and unseen share per feature, the same for the
@@ -71,11 +74,11 @@ OVERALL = "__overall__"
 # so the next incremental run recomputes everything under the new definition.
 MONITOR_VERSION = "monitor-v1"
 
-# The default sample per (window, model version). A real week holds ~6,500 flights, so it
-# is taken whole; the default only bites on larger volumes, where it bounds the job's cost
-# while keeping sampling noise far below the thresholds: with 20,000 rows the expected PSI
-# of an unchanged population over ~12 bins is about 12/20,000 = 0.0006 (threshold 0.1), and
-# the 95 % KS critical value against a 5,000-value reference is 0.021 (threshold 0.1).
+# The default sample per window. A real week holds ~6,500 flights, so it is taken whole;
+# the default only bites on larger volumes, where it bounds the job's cost while keeping
+# sampling noise far below the thresholds: with 20,000 flights the expected PSI of an
+# unchanged population over ~12 bins is about 12/20,000 = 0.0006 (threshold 0.1), and the
+# 95 % KS critical value against a 5,000-value reference is 0.021 (threshold 0.1).
 DEFAULT_SAMPLE_ROWS = 20_000
 DEFAULT_MIN_ROWS = 500  # a day has 700-1,000 flights, so daily windows are scored too
 DEFAULT_TREND_WINDOWS = 4
@@ -805,17 +808,6 @@ class Monitor:
         available = set(
             self.con.sql(f"SELECT * FROM read_parquet({_sql_list(scored_paths[:1])}) LIMIT 0").columns
         )
-        versions = sorted(
-            v
-            for (v,) in self.con.sql(
-                f"SELECT DISTINCT model_version FROM read_parquet({_sql_list(scored_paths)}, union_by_name = true)"
-            ).fetchall()
-        )
-        if versions and all(self.reference(v) is None for v in versions):
-            raise StaleProfileError("; ".join(self.stale[v] for v in versions))
-        profiles = "|".join(
-            f"{v}={ref.digest if (ref := self.reference(v)) else 'unusable'}" for v in versions
-        )
         starts, interval = WINDOW_SQL[config.window]
         # The windows, defined in SQL: every window that holds a scored flight, with its rows
         # per model version (two narrow columns, so this reads a sliver of each file).
@@ -827,6 +819,12 @@ class Monitor:
         per_window: dict[tuple[date, date], dict[str, int]] = {}
         for start, end, version, n in counts:
             per_window.setdefault((start, end), {})[version] = n
+        versions = sorted({version for _, _, version, _ in counts})
+        if versions and all(self.reference(v) is None for v in versions):
+            raise StaleProfileError("; ".join(self.stale[v] for v in versions))
+        profiles = "|".join(
+            f"{v}={ref.digest if (ref := self.reference(v)) else 'unusable'}" for v in versions
+        )
         previous = {} if config.full else self.previous_fingerprints()
         todo: list[Window] = []
         for (start, end), rows in per_window.items():
@@ -1372,7 +1370,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--window", choices=sorted(WINDOW_SQL), default="week", help="window by flight date")
     parser.add_argument("--sample-rows", type=int, default=DEFAULT_SAMPLE_ROWS,
-                        help=f"reservoir sample per window (default {DEFAULT_SAMPLE_ROWS:,}); 0 = every row")  # fmt: skip
+                        help=f"flights sampled per window (default {DEFAULT_SAMPLE_ROWS:,}); 0 = every flight")  # fmt: skip
     parser.add_argument(
         "--min-rows", type=int, default=DEFAULT_MIN_ROWS, help="smaller windows are 'too small'"
     )

@@ -764,6 +764,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"written to {RESULTS.relative_to(REPO)}")
 
 
+def _pct(value: float) -> str:
+    return "n/a" if value != value else f"{value:.0%}"  # NaN: not measured (Ray's actors)
+
+
+def _count(value: float) -> str:
+    return "n/a" if value != value else f"{value:,.0f}"
+
+
 def render(
     table, stages, raws, e2e, naive, checks, compile_note, artifact, command, wall, load_at_start
 ) -> str:
@@ -785,7 +793,7 @@ def render(
         vs_naive = f"{row['vs_naive']:.1f}x" if row["vs_naive"] else "-"
         lines.append(
             f"| {row['run']} | {row['rows']:,} | {row['seconds']:.2f} | {row['rows_per_s']:,.0f} | "
-            f"{row['peak_rss_mib']:,.0f} | {row['cpu_use']:.0%} | {row['rows_per_cpu_s']:,.0f} | {vs_naive} | "
+            f"{row['peak_rss_mib']:,.0f} | {_pct(row['cpu_use'])} | {_count(row['rows_per_cpu_s'])} | {vs_naive} | "
             f"{row['vs_raw']:.2f}x |"
         )
     loaded = next(iter(e2e.values()))
@@ -800,7 +808,8 @@ def render(
         "Rows per CPU-second is the contention-robust measure of work; LightGBM's OpenMP threads spin while "
         "they wait, which inflates its CPU seconds on a busy machine.",
         "- End-to-end = `file_scoring.score_file(input, output, persist=False)`: contract validation, "
-        "features, predict, the scored Parquet file and the input's SHA-256 (batch id prefix); the scorer is "
+        "features, predict and the scored Parquet file (persisting: plus the row digests and the scored "
+        "table's lake batches, into an empty lake; Ray: the driver's memory only, its actors are apart); the scorer is "
         "loaded before the clock starts. The naive pipeline does no validation. `x naive` compares with the "
         "naive run of the nearest size (it holds the whole file in pandas, so it runs at the smallest size only "
         "by default). `x fastest raw predict` compares with the faster raw predict on the first 1,000,000 rows "

@@ -4,9 +4,9 @@
 
 Stages: load ``Base_de_datos.csv`` into the warehouse; train, compare and save the best
 model; score the Sep-Dec production period as one batch per flight date into the scored
-table (with the flights' actual outcomes beside it). Monitoring joins this list when it
-is built; each stage is a plain function call into its module, so this file only
-decides the order.
+table (with the flights' actual outcomes beside it); monitor the scored table week by
+week. Each stage is a plain function call into its module, so this file only decides
+the order.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ scored table does not hold yet. The output holds exactly the input's rows, in th
 order, with the scores the model gives them; it is written under a temp name and renamed
 into place when every chunk is done (``batch_io.ResponseFile``).
 
-Chunk i is predicted, stored and written in a worker thread while this thread reads,
-checks and builds the features of chunk i+1 (Polars, lleaves and Arrow release the GIL):
-two chunks in memory at most.
+Chunk i is stored in the scored table by one thread while chunk i+1 is predicted and
+written by another and this thread reads, checks and builds the features of chunk i+2
+(Polars, lleaves, numpy and Arrow release the GIL): three chunks in memory at most.
 """
 
 from __future__ import annotations
@@ -181,25 +181,38 @@ def score_file(
     )
     counts = {"rows": 0, "chunks": 0, "new_rows": 0, "new_batches": 0, "already_stored": 0}
 
+    stored_pending: list[Future] = []
+
+    def store(scored: pl.DataFrame) -> None:
+        stored = scoring.persist(scored)
+        counts["new_rows"] += stored.new_rows
+        counts["new_batches"] += stored.batch_id is not None
+        counts["already_stored"] += stored.already_stored
+
     def finish_chunk(prepared: Prepared) -> None:
-        """Predict, store and write one chunk (in the worker thread, chunks in order)."""
+        """Predict and write one chunk, and hand it to the store thread (chunks in order)."""
         scored = scoring.finish(prepared, scorer, with_features=persist)
         if persist:
-            stored = scoring.persist(scored)
-            counts["new_rows"] += stored.new_rows
-            counts["new_batches"] += stored.batch_id is not None
-            counts["already_stored"] += stored.already_stored
+            if stored_pending:
+                stored_pending.pop().result()  # the previous chunk is stored (or its error raised)
+            if overlap:
+                stored_pending.append(storer.submit(store, scored))
+            else:
+                store(scored)
         out.write(scored.select(scoring.RESPONSE_COLUMNS).to_arrow())
         counts["rows"] += scored.height
         counts["chunks"] += 1
         bar.update(scored.height)
 
-    # Leaving the block waits for the worker's chunk, so a failure in chunk i+1 still
-    # leaves chunk i whole in the scored table and no output file.
+    # Three threads, one chunk each: this one prepares chunk i+2 while the worker predicts
+    # and writes chunk i+1 and the store thread writes chunk i to the scored table (its
+    # fsync waits on the disk, not the CPU). Leaving the block waits for both, so a failure
+    # in a later chunk still leaves the earlier ones whole in the scored table and no output.
     with (
         bar,
         ResponseFile(output_path, lambda: response_schema(scorer)) as out,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-worker") as worker,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-store") as storer,
     ):
         pending: Future | None = None
         for chunk in chunker(frames):
@@ -214,6 +227,8 @@ def score_file(
                 finish_chunk(prepared)
         if pending is not None:
             pending.result()
+        if stored_pending:
+            stored_pending.pop().result()
         if request_name is not None:
             scoring.register_request(request_name, content)
     if chunker.split_dates:

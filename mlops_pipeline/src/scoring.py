@@ -370,7 +370,7 @@ def score_and_persist(
 # --------------------------------------------------------------------------- request names
 
 
-def check_request_name(name: str) -> str:
+def valid_request_name(name: str) -> str:
     try:
         return lake.check_batch_id(name)
     except ValueError as exc:
@@ -379,7 +379,7 @@ def check_request_name(name: str) -> str:
 
 def registered_content(name: str) -> str | None:
     """The content digest a request name was first used for, or None for a new name."""
-    if not lake.has_batch(REQUESTS_DATASET, check_request_name(name)):
+    if not lake.has_batch(REQUESTS_DATASET, valid_request_name(name)):
         return None
     return lake.read_dataset(REQUESTS_DATASET, only=[name]).collect()["content_digest"][0]
 
@@ -390,7 +390,7 @@ def register_request(name: str, content: ContentDigest) -> None:
     digest = content.hexdigest()
     table = pa.table({"request_name": [name], "content_digest": [digest], "rows": [content.rows]})
     try:
-        lake.write_batch(REQUESTS_DATASET, check_request_name(name), table)
+        lake.write_batch(REQUESTS_DATASET, valid_request_name(name), table)
     except lake.BatchConflict:
         raise request_conflict(name, registered_content(name) or "?", digest) from None
 

@@ -101,3 +101,21 @@ def use_trained(trained, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
     yield trained[0]
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def production_lake(trained, tmp_path_factory) -> Path:
+    """The main job's scoring stage on the session's model, run once: a folder with the
+    loaded warehouse and the lake (Sep-Dec as daily batches, the actuals, the day context).
+    Read it only; a test that writes copies what it needs."""
+    import production
+
+    folder = tmp_path_factory.mktemp("production")
+    with pytest.MonkeyPatch.context() as mp:
+        point_settings_at(mp, folder)
+        mp.setenv("MLOPS_ARTIFACTS_DIR", str(trained[2]))
+        get_settings.cache_clear()
+        load_raw_csv(RAW_CSV)
+        production.score_production(progress=False)
+    get_settings.cache_clear()
+    return folder

@@ -2,8 +2,8 @@
 
 Each test varies one thing a user would vary (chunk size, file name, row order, format,
 an overlapping file, the model, a request name) and then checks the invariant of
-docs/scoring.md: the scored table never holds the same rows (same flight, same inputs)
-twice for one model version, and every output file holds exactly its input's rows, in
+docs/scoring.md: the scored table never holds the same rows (same flight, same inputs,
+same day context) twice for one model version, and every output file holds exactly its input's rows, in
 order, with the model's scores. The engine switch (local and Ray) is in test_ray_scoring.
 """
 
@@ -24,7 +24,7 @@ import file_scoring as fs
 import lake
 import scoring as sc
 from conftest import SRC_DIR
-from data_contract import SCORING_INPUT_COLUMNS, validate_scoring_input
+from data_contract import SCORING_INPUT_COLUMNS, ContractViolation, validate_scoring_input
 from model_artifact import CARD_FILE, MODEL_FILE, PROFILE_FILE, models_dir, save_artifact
 from settings import get_settings
 from warehouse import connect
@@ -47,7 +47,9 @@ def _stored() -> pl.DataFrame:
 
 def _assert_no_row_twice() -> None:
     stored = _stored()
-    assert stored.select(*sc.KEY_COLUMNS, sc.DIGEST_COLUMN, "model_version").is_unique().all()
+    assert (
+        stored.select(*sc.KEY_COLUMNS, sc.DIGEST_COLUMN, sc.CONTEXT_DIGEST, "model_version").is_unique().all()
+    )
 
 
 def _score(source: Path, out: Path, scorer: sc.Scorer, **options) -> fs.ScoreFileResult:
@@ -170,19 +172,23 @@ def test_an_overlapping_file_stores_only_what_is_new(scorer, october, tmp_path) 
 def test_a_changed_flight_is_a_new_score_and_the_latest_view_shows_it(scorer, october, tmp_path) -> None:
     day = october.filter(pl.col("day") == 1)
     _, first = sc.score_and_persist(day, scorer)
-    # a new forecast for one flight (same key, new inputs): a new row, not a duplicate
+    # a new forecast for one flight (same key, new inputs): a new row, not a duplicate; the
+    # day's other flights in the batch are new scores too (their day context changed)
     moved = day.with_columns(
         pl.when(pl.int_range(pl.len()) == 0).then(pl.col("temp") + 1).otherwise(pl.col("temp")).alias("temp")
     )
     _, second = sc.score_and_persist(moved, scorer)
-    assert (first.new_rows, second.new_rows, second.already_stored) == (day.height, 1, day.height - 1)
+    assert (first.new_rows, second.new_rows, second.already_stored) == (day.height, day.height, 0)
+    # that flight alone, as first sent: its day (the batch) differs from both: new again
+    _, alone = sc.score_and_persist(moved.head(1), scorer)
+    assert alone.new_rows == 1
     sc.register_views()
     with connect(read_only=True) as con:
         all_rows, latest, flights = con.sql(
             f"SELECT (SELECT count(*) FROM scored), (SELECT count(*) FROM {sc.LATEST_VIEW}), "
             f"(SELECT count(DISTINCT (year, month, day, carrier, flight, origin)) FROM {sc.LATEST_VIEW})"
         ).fetchall()[0]
-    assert (all_rows, latest, flights) == (day.height + 1, day.height, day.height)
+    assert (all_rows, latest, flights) == (2 * day.height + 1, day.height, day.height)
 
 
 def test_a_new_model_version_is_a_visible_rescore(trained, october, tmp_path, monkeypatch) -> None:
@@ -211,13 +217,12 @@ def test_a_new_model_version_is_a_visible_rescore(trained, october, tmp_path, mo
     _assert_no_row_twice()
 
 
-def test_a_row_sent_twice_in_one_batch_is_stored_once(scorer, october) -> None:
+def test_a_flight_sent_twice_in_one_batch_is_refused_and_nothing_is_stored(scorer, october) -> None:
     day = october.filter(pl.col("day") == 3)
     twice = pl.concat([day, day.head(20)])
-    response, stored = sc.score_and_persist(twice, scorer)
-    assert response.height == twice.height  # every row sent is answered
-    assert (stored.new_rows, stored.already_stored) == (day.height, 20)
-    _assert_no_row_twice()
+    with pytest.raises(ContractViolation, match="unique"):
+        sc.score_and_persist(twice, scorer)
+    assert not lake.dataset_dir(sc.SCORED_DATASET).exists() or _stored().is_empty()
 
 
 # --------------------------------------------------------------------------- request names

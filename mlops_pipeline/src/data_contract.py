@@ -609,9 +609,8 @@ def _dtype_rule(dtype: pl.DataType) -> str:
     return f"dtype({dtype})"
 
 
-def _unique_key_rule() -> _Rule:
+def _unique_key_rule(why: str) -> _Rule:
     condition = ~pl.struct(list(FLIGHT_KEY)).is_duplicated()
-    why = "one row per flight; a duplicate means the same flight was loaded twice"
     # n_failure_cases=0: pandera would otherwise keep and JSON-encode every duplicated row.
     check = pa.Check(
         _expression_check(condition, FLIGHT_KEY), error="unique", description=why, n_failure_cases=0
@@ -644,11 +643,16 @@ def _contract(name: str) -> _Contract:
     }
     rules = [r for c in columns for r in (*specs[c].values, *relations.get(c, ()))]
     frame_checks, frame_rules = [], {}
-    if name == "raw":
-        unique = _unique_key_rule()
-        rules.append(unique)
-        frame_checks.append(unique.check)
-        frame_rules["unique"] = (_KEY_LABEL, unique.check.description)
+    # one row per flight in the warehouse and in every batch: in a batch, a flight sent twice
+    # would count twice in its day's congestion and shift the other flights' scores
+    unique = _unique_key_rule(
+        "one row per flight; a duplicate means the same flight was loaded twice"
+        if name == "raw"
+        else "one row per flight; a flight sent twice would count twice in its day's context"
+    )
+    rules.append(unique)
+    frame_checks.append(unique.check)
+    frame_rules["unique"] = (_KEY_LABEL, unique.check.description)
     schema = pa.DataFrameSchema(schema_columns, checks=frame_checks, name=name)
     screens = (*(_null_fails(c) for c in columns if not specs[c].nullable), *(r.fails for r in rules))
     return _Contract(name, columns, schema, name != "raw", frame_rules, screens)

@@ -1,8 +1,8 @@
 """The streaming file scorer: a Parquet or CSV file in, a Parquet file of scores out.
 
 The input is read in bounded chunks (``batch_io``), re-cut at flight-date boundaries
-(:class:`DayChunks`), and each chunk goes through the scoring core: contract, features,
-predict, and, when persisting, :func:`scoring.persist`, which stores only the rows the
+(:class:`DayChunks`), and each chunk goes through the scoring core: contract, features in
+the day context of its dates, predict, and, when persisting, :func:`scoring.persist`, which stores only the rows the
 scored table does not hold yet. The output holds exactly the input's rows, in the input's
 order, with the scores the model gives them; it is written under a temp name and renamed
 into place when every chunk is done (``batch_io.ResponseFile``).
@@ -41,11 +41,14 @@ class DayChunks:
     """Re-cut a stream of frames into chunks of whole flight dates (>= batch_rows rows), in
     the stream's order.
 
-    The schedule features are exact only when a chunk holds every flight of its dates
-    (``ft_engineering.BATCH_RULE``). For input sorted by date this holds by construction:
-    the rows of the last date of a chunk are held back for the next one. Rows are never
-    reordered, so for unsorted input a chunk is cut where it fills, and a date that
-    appears in more than one chunk is counted in ``split_dates`` and reported.
+    A date the warehouse holds is scored in its whole stored day whatever the chunk holds
+    (``day_context``), so the cut no longer decides a score there; it still pays twice: a
+    chunk that holds its dates whole replaces every stored flight of them, so the merge adds
+    no rows to compute, and a date the warehouse does not hold (``batch_only``) sees all of
+    its flights in the file. For input sorted by date this holds by construction: the rows
+    of the last date of a chunk are held back for the next one. Rows are never reordered,
+    so for unsorted input a chunk is cut where it fills, and a date that appears in more
+    than one chunk is counted in ``split_dates`` and reported.
 
     The cut compares year/month/day as sent, before validation: a null, a text or an
     impossible date (month 13) is carried to the contract, which names it; a frame without
@@ -233,8 +236,9 @@ def score_file(
             scoring.register_request(request_name, content)
     if chunker.split_dates:
         logger.warning(
-            "%s is not sorted by flight date: %d dates were scored in more than one chunk, so their "
-            "congestion and rotation features saw part of the day; sort the input by date for exact features",
+            "%s is not sorted by flight date: %d dates were scored in more than one chunk; dates the "
+            "warehouse holds were scored in their whole day all the same, but a date it does not hold "
+            "(context=batch_only) saw only the chunk's flights: sort the input by date",
             input_path.name,
             len(chunker.split_dates),
         )

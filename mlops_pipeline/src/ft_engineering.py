@@ -6,17 +6,16 @@ definition in the project.
 
 Pipeline, each step a small pure ``LazyFrame -> LazyFrame`` function chained with ``pipe``::
 
-    scan_raw ─▶ clean ─▶ add_schedule_context ─▶ add_weather_context ─▶ add_target (training only)
+    scan_raw ─▶ in_day_context ─▶ clean ─▶ add_schedule_context ─▶ add_weather_context ─▶ add_target (training only)
                                                                       ─▶ encode(state) ─▶ collect once
 
-Features that depend on other rows (departures in the same hour at the origin, the
-aircraft's leg number in its day, the day's weather severity at the origin) are
-computed over windows partitioned by *flight date* (and origin or tail number). They
-are exact for any batch that holds every flight of the dates it contains, which is
-how the system scores: the production period is scored as one batch per flight date,
-matching how tonight's run scores tomorrow's complete schedule. A batch holding only
-part of a day's schedule gets the same code, but its congestion and leg counts only
-see the flights it holds (see ``BATCH_RULE``).
+Features that depend on other flights (departures in the same hour at the origin, the
+aircraft's leg number in its day, the day's weather severity at the origin) are computed
+over windows partitioned by *flight date* (and origin or tail number), over the flight's
+whole day: ``in_day_context`` puts a batch's flights into the day the warehouse holds for
+their dates (``day_context``), where the batch's own rows replace the stored ones and new
+flights join their day. So a flight's score never depends on what else its batch holds. In
+training the batch is the warehouse itself, so the context adds nothing.
 
 No post-departure column (``data_contract.LEAKAGE_COLUMNS``) reaches a feature: the
 target is built from ``arr_delay``/``dep_time`` and those columns are dropped right
@@ -36,7 +35,7 @@ from typing import Any
 
 import polars as pl
 
-from data_contract import LEAKAGE_COLUMNS, validate_raw
+from data_contract import FLIGHT_KEY, LEAKAGE_COLUMNS, validate_raw
 from settings import get_settings
 from warehouse import connect
 
@@ -47,7 +46,20 @@ logger = logging.getLogger(__name__)
 FEATURE_VERSION = 3
 TARGET = "is_disrupted"
 DELAY_THRESHOLD_MIN = 15  # US DOT: arriving 15+ minutes late is "not on time"
-BATCH_RULE = "a scoring batch must hold every flight of each flight date it contains"
+# The columns of *other* flights that a flight's day features read (the schedule context and
+# the weather context below): what the day context keeps of every stored flight. The flight
+# key is among them, so a batch's row can replace the stored row of the same flight.
+CONTEXT_COLUMNS = [
+    "year", "month", "day", "carrier", "flight", "origin", "hour", "tailnum", "sched_dep_time",
+    "temp", "precip", "visib", "wind_speed", "wind_gust", "pressure",
+]  # fmt: skip
+CONTEXT_RULE = (
+    "a flight's day features come from the warehouse's flights of its date, merged with the batch's "
+    "(the batch's row of a flight replaces the stored one); a date the warehouse does not hold is "
+    "scored from the batch alone and flagged context=batch_only"
+)
+IN_BATCH = "_in_batch"  # marks the batch's own rows among its day's context
+CONTEXT = "context"  # per scored row: "warehouse" (its date's stored day) or "batch_only"
 
 # Time-ordered splits by flight date (inclusive bounds). Sep-Dec is also the
 # "production" period that the batch scorer scores day by day.
@@ -297,6 +309,37 @@ def add_weather_context(lf: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def in_day_context(batch: pl.LazyFrame, context: pl.DataFrame | None) -> pl.LazyFrame:
+    """The batch's flights (``IN_BATCH`` true), then the ``context`` flights of the same dates
+    that the batch does not carry (one flight key, one row: the batch's row wins). Each batch
+    row gets ``CONTEXT``: ``warehouse`` when the context holds its date, else ``batch_only``.
+
+    ``context``: stored flights with ``flight_date`` and at least the ``CONTEXT_COLUMNS``
+    (its other columns are carried along, null in the batch's rows unless the batch has them;
+    dates the batch does not hold are dropped)."""
+    batch = batch.with_columns(pl.lit(True).alias(IN_BATCH))
+    date = pl.date("year", "month", "day")
+    if context is None or context.is_empty():
+        return batch.with_columns(pl.lit("batch_only").alias(CONTEXT))
+    known = context.get_column("flight_date").unique().implode()
+    flagged = batch.with_columns(
+        pl.when(date.is_in(known)).then(pl.lit("warehouse")).otherwise(pl.lit("batch_only")).alias(CONTEXT)
+    )
+    others = (
+        context.lazy()
+        .join(batch.select(date.alias("flight_date")).unique(), on="flight_date", how="semi")
+        .join(batch.select(FLIGHT_KEY), on=list(FLIGHT_KEY), how="anti")
+        .drop("flight_date")
+        .with_columns(pl.lit(False).alias(IN_BATCH))
+    )
+    return pl.concat([flagged, others], how="diagonal_relaxed")
+
+
+def batch_rows(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Back from a day's context to the batch's own rows, in the batch's order."""
+    return lf.filter(pl.col(IN_BATCH)).drop(IN_BATCH)
+
+
 def engineer(lf: pl.LazyFrame) -> pl.LazyFrame:
     """Every feature that needs no fitted state, for training and scoring alike."""
     return lf.pipe(clean).pipe(add_calendar).pipe(add_schedule_context).pipe(add_weather_context)
@@ -332,9 +375,15 @@ def encode(lf: pl.LazyFrame, state: FeatureState) -> pl.LazyFrame:
     return lf.with_columns(exprs)
 
 
-def features(lf: pl.LazyFrame, state: FeatureState) -> pl.LazyFrame:
-    """Scoring-time features for a batch of scoring-input rows: the model's columns plus flags."""
-    return lf.pipe(drop_leakage).pipe(engineer).pipe(encode, state)
+def features(lf: pl.LazyFrame, state: FeatureState, context: pl.DataFrame | None = None) -> pl.LazyFrame:
+    """Scoring-time features for a batch of scoring-input rows, inside its dates' ``context``
+    (``in_day_context``; None: the batch is its own context): the model's columns plus flags."""
+    return lf.pipe(drop_leakage).pipe(in_day_context, context).pipe(day_features, state)
+
+
+def day_features(merged: pl.LazyFrame, state: FeatureState) -> pl.LazyFrame:
+    """The features of the batch's rows of ``in_day_context``'s output, in the batch's order."""
+    return merged.pipe(engineer).pipe(batch_rows).pipe(encode, state)
 
 
 def collect(lf: pl.LazyFrame) -> pl.DataFrame:
@@ -375,9 +424,21 @@ def split_by_date(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
 def build_datasets(raw: pl.LazyFrame | None = None) -> Datasets:
     """Raw -> contract check -> engineered features + target -> time splits; state fitted on train only."""
     raw = scan_raw() if raw is None else raw
-    checked = validate_raw(raw).lazy()  # a ContractViolation names column, rule and row count
+    checked = validate_raw(raw)  # a ContractViolation names column, rule and row count
+    # the same day context as scoring; the batch is the whole warehouse, so it replaces every
+    # stored flight and the context adds none (the features are those of the batch alone)
+    context = checked.select(CONTEXT_COLUMNS).with_columns(
+        pl.date("year", "month", "day").alias("flight_date")
+    )
     # target first: it needs arr_delay, which drop_leakage removes before any feature is built
-    engineered = collect(checked.pipe(add_target).pipe(drop_leakage).pipe(engineer))
+    engineered = collect(
+        checked.lazy()
+        .pipe(add_target)
+        .pipe(drop_leakage)
+        .pipe(in_day_context, context)
+        .pipe(engineer)
+        .pipe(batch_rows)
+    )
     parts = split_by_date(engineered)
     state = fit_state(parts["train"])
     encoded = {name: collect(encode(part.lazy(), state)) for name, part in parts.items()}

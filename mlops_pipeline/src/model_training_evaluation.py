@@ -497,7 +497,7 @@ def build_card(
         "features": list(fe.FEATURES),
         "categorical_features": list(fe.CATEGORICAL_FEATURES),
         "input_schema": input_schema(),
-        "batch_rule": fe.BATCH_RULE,
+        "day_context": fe.CONTEXT_RULE,
         "feature_state": data.state.to_dict(),
         "params": {**LGBM_PARAMS, **best.params, "random_state": get_settings().seed},
         "best_iteration": best.best_iteration,

@@ -2,7 +2,7 @@
 
     python mlops_pipeline/src/pipeline.py
 
-Stages: load ``Base_de_datos.csv`` into the warehouse; train, compare and save the best
+Stages: load ``Base_de_datos.csv`` into the warehouse (and each date's day context); train, compare and save the best
 model; score the Sep-Dec production period as one batch per flight date into the scored
 table (with the flights' actual outcomes beside it); monitor the scored table week by
 week. Each stage is a plain function call into its module, so this file only decides
@@ -17,6 +17,7 @@ import time
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+import day_context
 import model_monitoring
 import model_training_evaluation
 import scoring
@@ -31,9 +32,11 @@ def run() -> None:
     settings = get_settings()
     started = time.perf_counter()
     result = load_raw_csv()
+    context = day_context.refresh()
     print(
         f"[load] {result.row_count:,} rows from {result.file_name} (sha256 {result.sha256[:12]}...) "
-        f"into {settings.warehouse_path.name}:{result.table} in {time.perf_counter() - started:.1f}s"
+        f"into {settings.warehouse_path.name}:{result.table}; day context of {context.dates} dates "
+        f"in {settings.lake_dir.name}/{context.path.parent.name}, in {time.perf_counter() - started:.1f}s"
     )
 
     started = time.perf_counter()

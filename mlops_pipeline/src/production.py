@@ -14,6 +14,7 @@ from datetime import date
 import polars as pl
 from tqdm.auto import tqdm
 
+import day_context
 import ft_engineering as fe
 import lake
 import scoring
@@ -53,6 +54,7 @@ def score_production(scorer: Scorer | None = None, progress: bool = True) -> dic
     and (re)register the views in the warehouse. Returns counts of days, rows, new rows
     stored and new batches."""
     scorer = scorer or Scorer.load()
+    day_context.refresh()  # the context of the days scored below is the warehouse's latest load
     raw = fe.scan_raw().collect()
     dates = flight_dates(raw)
     counts = {"days": 0, "rows": 0, "new_rows": 0, "new_batches": 0}

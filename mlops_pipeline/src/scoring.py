@@ -31,7 +31,6 @@ rows is a :class:`RequestConflict`; reusing it for the same rows is a harmless r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Callable
@@ -45,9 +44,11 @@ import polars as pl
 import pyarrow as pa
 from filelock import FileLock
 
+import day_context
 import ft_engineering as fe
 import lake
-from data_contract import CONTRACT_DTYPES, FLIGHT_KEY, SCORING_INPUT_COLUMNS, validate_scoring_input
+from data_contract import FLIGHT_KEY, validate_scoring_input
+from digests import DIGEST_COLUMN, DIGEST_SCHEME, ContentDigest, combine_digests, row_digests
 from model_artifact import ArtifactError, ModelArtifact, load_artifact
 from settings import get_settings
 from warehouse import connect
@@ -60,11 +61,8 @@ REQUESTS_DATASET = "requests"
 LATEST_VIEW = "scored_latest"
 UNKNOWN_FLAGS = [f"unknown_{c}" for c in fe.CATEGORICAL_FEATURES]
 KEY_COLUMNS = list(FLIGHT_KEY)
-RESPONSE_COLUMNS = [*KEY_COLUMNS, "score", "label", "model_version", *UNKNOWN_FLAGS]
-DIGEST_COLUMN = "row_digest"
-# Bump when what the digest covers or how it is computed changes: digests of two schemes
-# never match, so rows stored under the old scheme would be stored again.
-DIGEST_SCHEME = "row-digest-v1/fnv1a-words/splitmix64/blake2b-8"
+RESPONSE_COLUMNS = [*KEY_COLUMNS, "score", "label", "model_version", fe.CONTEXT, *UNKNOWN_FLAGS]
+CONTEXT_DIGEST = day_context.CONTEXT_DIGEST
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -83,6 +81,7 @@ class Scorer:
     artifact: ModelArtifact
     predict: Predictor
     backend: str = "lightgbm"
+    context: day_context.DayContext = field(default_factory=day_context.DayContext)
     state: fe.FeatureState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -111,96 +110,6 @@ class Scorer:
         return cls(artifact, lambda X: artifact.booster.predict(X, num_threads=threads), "lightgbm")
 
 
-# --------------------------------------------------------------------------- row digests
-
-
-def _splitmix(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser: a bijective 64-bit mix (numpy uint64 arithmetic wraps)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _blake64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
-_NULL = np.uint64(_blake64("null"))
-_SEED = np.uint64(
-    _blake64(DIGEST_SCHEME + "|" + "|".join(f"{c}:{CONTRACT_DTYPES[c]}" for c in SCORING_INPUT_COLUMNS))
-)
-
-
-_PRIME = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: odd, so multiplying by it is a bijection
-
-
-def _value_words(column: pl.Series) -> np.ndarray:
-    """Each value as a uint64 that depends only on the value (nulls get one fixed word)."""
-    dtype = column.dtype
-    if dtype == pl.String:
-        # each distinct text hashed once (blake2b), gathered through Enum codes
-        levels = column.drop_nulls().unique().sort()
-        words = np.array([_blake64(v) for v in levels], dtype=np.uint64)
-        codes = column.cast(pl.Enum(levels.to_list())).to_physical().fill_null(0).to_numpy()
-        values = words[codes] if words.size else np.zeros(column.len(), dtype=np.uint64)
-    elif dtype.is_float():
-        # -0.0 == 0.0 folds the two zeros into one; the contract turned NaN into null
-        floats = column.cast(pl.Float64).fill_null(0.0).to_numpy()
-        values = np.where(floats == 0.0, 0.0, floats).view(np.uint64)
-    elif dtype.is_temporal():
-        values = column.to_physical().cast(pl.Int64).fill_null(0).to_numpy().view(np.uint64)
-    else:
-        values = column.cast(pl.Int64).fill_null(0).to_numpy().view(np.uint64)
-    if column.null_count():
-        values = np.where(column.is_null().to_numpy(), _NULL, values)
-    return values
-
-
-def row_digests(valid: pl.DataFrame) -> np.ndarray:
-    """The 64-bit digest of each row of a validated batch (see the module docstring).
-
-    FNV-1a over 64-bit words (every scoring-input column in contract order), then the
-    splitmix64 finaliser. Each step is a bijection of the running value, so two rows that
-    differ in one column never share a digest; the finaliser spreads every input bit."""
-    digest = np.full(valid.height, _SEED, dtype=np.uint64)
-    for name in SCORING_INPUT_COLUMNS:
-        digest ^= _value_words(valid.get_column(name))
-        digest *= _PRIME
-    return _splitmix(digest)
-
-
-@dataclass
-class ContentDigest:
-    """An order-independent digest of a multiset of rows: two sums of re-mixed row digests
-    (mod 2**64) and the row count. It streams: chunks can be added in any order."""
-
-    rows: int = 0
-    a: int = 0
-    b: int = 0
-
-    def add(self, digests: np.ndarray) -> ContentDigest:
-        self.rows += int(digests.size)
-        mask = (1 << 64) - 1
-        self.a = (
-            self.a + int(_splitmix(digests ^ np.uint64(0x9E3779B97F4A7C15)).sum(dtype=np.uint64))
-        ) & mask
-        self.b = (
-            self.b + int(_splitmix(digests + np.uint64(0x632BE59BD9B4E019)).sum(dtype=np.uint64))
-        ) & mask
-        return self
-
-    def merge(self, other: ContentDigest) -> ContentDigest:
-        mask = (1 << 64) - 1
-        self.rows += other.rows
-        self.a, self.b = (self.a + other.a) & mask, (self.b + other.b) & mask
-        return self
-
-    def hexdigest(self) -> str:
-        return f"{self.a:016x}{self.b:016x}{self.rows:x}"
-
-
 # --------------------------------------------------------------------------- score
 
 
@@ -209,9 +118,10 @@ class Prepared:
     """A validated batch with its features and model matrix, ready to predict."""
 
     keys: pl.DataFrame  # the flight key as the caller sent it
-    engineered: pl.DataFrame  # flight_date, the model's features (codes), the unknown flags
+    engineered: pl.DataFrame  # flight_date, the model's features (codes), context, the unknown flags
     matrix: np.ndarray
     digests: np.ndarray | None  # row digests (persisting or naming a request), else None
+    context_digests: np.ndarray | None = None  # each row's day-context digest, with ``digests``
 
     @property
     def rows(self) -> int:
@@ -221,23 +131,34 @@ class Prepared:
 def prepare(
     batch: pa.Table | pl.DataFrame | pl.LazyFrame, scorer: Scorer, *, with_digests: bool = False
 ) -> Prepared:
-    """Steps 1 and 2 of :func:`score`: the contract, the features, the model's matrix."""
+    """Steps 1 and 2 of :func:`score`: the contract, the features in the day context of the
+    batch's dates (``day_context``), the model's matrix."""
     frame = pl.from_arrow(batch) if isinstance(batch, pa.Table) else batch
     valid = validate_scoring_input(frame)
+    dates = valid.select(pl.date("year", "month", "day").unique()).to_series()
+    context = scorer.context.rows_for(dates)
+    digests = context_digests = None
+    if with_digests:
+        digests = row_digests(valid)
+        valid = valid.with_columns(pl.Series(DIGEST_COLUMN, digests, dtype=pl.UInt64))
+    merged = fe.in_day_context(valid.lazy(), context)
+    if with_digests:  # every flight of the merged day carries its row digest (the stored ones from the file)
+        merged_rows = merged.collect()
+        context_digests = day_context.context_digests(merged_rows)
+        merged = merged_rows.lazy()
     # only what the response and the scored table use: the batch's other columns (strings
     # among them) are then never carried through the feature joins
     engineered = fe.collect(
-        fe.features(valid.lazy(), scorer.state).select("flight_date", *fe.FEATURES, *UNKNOWN_FLAGS)
+        fe.day_features(merged, scorer.state).select("flight_date", *fe.FEATURES, fe.CONTEXT, *UNKNOWN_FLAGS)
     )
-    digests = row_digests(valid) if with_digests else None
-    return Prepared(valid.select(KEY_COLUMNS), engineered, fe.to_matrix(engineered), digests)
+    return Prepared(valid.select(KEY_COLUMNS), engineered, fe.to_matrix(engineered), digests, context_digests)
 
 
 def finish(prepared: Prepared, scorer: Scorer, *, with_features: bool = False) -> pl.DataFrame:
     """Step 3 of :func:`score`: predict, apply the threshold, assemble the response.
 
-    ``with_features``: also ``flight_date``, the model's features as the model saw them and
-    the row digest, which is what the scored table stores."""
+    ``with_features``: also ``flight_date``, the model's features as the model saw them, the
+    row digest and the day-context digest, which is what the scored table stores."""
     scores = pl.Series(
         "score", scorer.predict(prepared.matrix) if prepared.matrix.shape[0] else [], dtype=pl.Float64
     )
@@ -251,9 +172,12 @@ def finish(prepared: Prepared, scorer: Scorer, *, with_features: bool = False) -
         if prepared.digests is None:
             raise ValueError("prepare(..., with_digests=True) is needed to keep the row digests")
         features = [c for c in fe.FEATURES if c not in KEY_COLUMNS]
-        kept = ["flight_date", *features, *UNKNOWN_FLAGS, "score", "label", "model_version"]
-        result = result.with_columns(pl.Series(DIGEST_COLUMN, prepared.digests, dtype=pl.UInt64))
-        kept.append(DIGEST_COLUMN)
+        kept = ["flight_date", *features, *UNKNOWN_FLAGS, "score", "label", "model_version", fe.CONTEXT]
+        result = result.with_columns(
+            pl.Series(DIGEST_COLUMN, prepared.digests, dtype=pl.UInt64),
+            pl.Series(CONTEXT_DIGEST, prepared.context_digests, dtype=pl.UInt64),
+        )
+        kept += [DIGEST_COLUMN, CONTEXT_DIGEST]
     else:
         kept = RESPONSE_COLUMNS[len(KEY_COLUMNS) :]
     return pl.concat([prepared.keys, result.select(kept)], how="horizontal")
@@ -284,8 +208,17 @@ class Persisted:
     already_stored: int
 
 
+# What identifies a stored score: the row, the day context it was scored in (per model version).
+IDENTITY = ["flight_date", DIGEST_COLUMN, CONTEXT_DIGEST]
+
+
+def _identities(scored: pl.DataFrame) -> np.ndarray:
+    """One 64-bit identity per row from its row digest and its day's context digest."""
+    return combine_digests(scored[DIGEST_COLUMN].to_numpy(), scored[CONTEXT_DIGEST].to_numpy())
+
+
 class _StoredIndex:
-    """(flight_date, row_digest) of every stored row, per model version, read from the
+    """(flight_date, row_digest, context_digest) of every stored row, per model version, read from the
     scored dataset's files. Published files never change, so each is read once per process;
     every lookup lists the folder again and reads only files it has not seen."""
 
@@ -301,10 +234,22 @@ class _StoredIndex:
             del seen[name]
         for name, path in present.items():
             if name not in seen:
-                seen[name] = pl.read_parquet(path, columns=["flight_date", DIGEST_COLUMN])
+                seen[name] = _read_identities(path)
         if not seen:
-            return pl.DataFrame(schema={"flight_date": pl.Date, DIGEST_COLUMN: pl.UInt64})
+            return pl.DataFrame(
+                schema={"flight_date": pl.Date, DIGEST_COLUMN: pl.UInt64, CONTEXT_DIGEST: pl.UInt64}
+            )
         return pl.concat(list(seen.values()))
+
+
+def _read_identities(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path, columns=IDENTITY)
+    except pl.exceptions.ColumnNotFoundError:
+        raise lake.SchemaMismatch(
+            f"scored table file {path.name} predates the day context (it has no {CONTEXT_DIGEST}); "
+            f"move {path.parent} aside and score again"
+        ) from None
 
 
 _INDEX = _StoredIndex()
@@ -327,20 +272,17 @@ def persist(scored: pl.DataFrame) -> Persisted:
     if scored.is_empty():
         return Persisted(None, 0, 0)
     version = scored["model_version"][0]
-    key = ["flight_date", DIGEST_COLUMN]
     with writer_lock(SCORED_DATASET):
         stored = _INDEX.lookup(version)
-        fresh = scored
-        if scored[DIGEST_COLUMN].n_unique() < scored.height:  # a row sent twice counts once
-            fresh = scored.unique(key, keep="first", maintain_order=True)
+        fresh = scored  # one row per flight: the contract refuses a flight sent twice
         if stored.height:
             dates = fresh["flight_date"].unique()
             fresh = fresh.join(
-                stored.filter(pl.col("flight_date").is_in(dates.implode())), on=key, how="anti"
+                stored.filter(pl.col("flight_date").is_in(dates.implode())), on=IDENTITY, how="anti"
             )
         if fresh.is_empty():
             return Persisted(None, 0, scored.height)
-        content = ContentDigest().add(fresh[DIGEST_COLUMN].to_numpy()).hexdigest()
+        content = ContentDigest().add(_identities(fresh)).hexdigest()
         batch_id = f"{_batch_prefix(version)}{content[:32]}"
         table = fresh.with_columns(
             pl.lit(datetime.now(UTC).replace(tzinfo=None)).cast(pl.Datetime("us")).alias("scored_at"),

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # Generated outputs: model artifacts and the append-only Parquet lake.
     artifacts_dir: Path = REPO_ROOT / "artifacts"
     lake_dir: Path = REPO_ROOT / "lake"
+    # Each stored flight's day-context columns, rebuilt after each load (day_context.py).
+    # None: lake_dir/day_context/day_context.parquet.
+    day_context_path: Path | None = None
 
     # Training. The decision threshold minimises expected cost on validation data:
     # missing a disruption (no buffer, stranded connections) is costed at 3 unneeded

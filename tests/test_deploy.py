@@ -75,8 +75,11 @@ def test_score_returns_keys_score_label_version_and_flags(scorer, raw_frame) -> 
 
 
 def test_unknown_categories_are_scored_and_flagged(scorer, raw_frame) -> None:
+    # one new carrier for the whole day: its flights are renumbered so each key stays unique
     batch = _days(raw_frame, 10, range(1, 2)).with_columns(
-        pl.lit("QQ").alias("carrier"), pl.lit("ZZZ").alias("dest")
+        pl.lit("QQ").alias("carrier"),
+        pl.lit("ZZZ").alias("dest"),
+        (pl.int_range(pl.len(), dtype=pl.Int32) + 1).alias("flight"),
     )
     out = sc.score(batch, scorer)
     assert out["score"].is_not_null().all()

@@ -6,21 +6,27 @@ API) calls :func:`prepare` and :func:`finish` (together: :func:`score`), which
 1. validates the batch against the scoring-input contract (a ContractViolation names
    column, rule and row count; leakage and extra columns are dropped),
 2. builds ``ft_engineering.features`` with the feature state saved in the model artifact,
+   inside the day context of the batch's dates (``day_context``: the warehouse's flights of
+   those dates, the batch's rows replacing the stored ones), so a flight's score does not
+   depend on what else the batch holds,
 3. predicts with the artifact's LightGBM model (or its verified compiled twin, see
    ``fast_predict``) and applies the artifact's threshold,
 
-and returns the caller's flight key, ``score``, ``label``, ``model_version`` and the
+and returns the caller's flight key, ``score``, ``label``, ``model_version``, ``context``
+(``warehouse``, or ``batch_only`` for a date the warehouse does not hold) and the
 ``unknown_<column>`` flags (plus the model's features when persisting, for monitoring).
 
 Batch identity (docs/scoring.md, "Exactly once, by content"). What identifies a scored
 row is what was scored: its ``row_digest``, a 64-bit digest of the row as the contract
-normalised it (every scoring-input column, typed), and the model version. It never
-depends on the file, the chunk size, the engine or the row order. :func:`persist` stores
-only the rows whose (flight date, row digest) the scored table does not yet hold for
+normalised it (every scoring-input column, typed), its ``context_digest`` (the digest of
+every flight its day's context held) and the model version. It never depends on the
+file, the chunk size, the engine or the row order. :func:`persist` stores only the rows
+whose (flight date, row digest, context digest) the scored table does not yet hold for
 that model version, as one lake batch named by the model version and a digest of those
 rows. So the same rows scored again add nothing, a file that overlaps an earlier one
 stores only what is new, the same rows under a new model are a visible re-score, and a
-flight whose inputs changed (a new departure time) is a new row. The check and the
+flight whose inputs changed (a new departure time) is a new row, as are the other
+flights of its day in that batch (their context changed). The check and the
 write hold one lock per dataset folder (``filelock``), so two writers on one machine (or
 on one shared file system that honours locks) never store the same row twice.
 

@@ -314,9 +314,10 @@ def in_day_context(batch: pl.LazyFrame, context: pl.DataFrame | None) -> pl.Lazy
     that the batch does not carry (one flight key, one row: the batch's row wins). Each batch
     row gets ``CONTEXT``: ``warehouse`` when the context holds its date, else ``batch_only``.
 
-    ``context``: stored flights with ``flight_date`` and at least the ``CONTEXT_COLUMNS``
-    (its other columns are carried along, null in the batch's rows unless the batch has them;
-    dates the batch does not hold are dropped)."""
+    ``context``: the stored flights of the batch's dates (``day_context.DayContext.rows_for``),
+    with ``flight_date`` and at least the ``CONTEXT_COLUMNS``; its other columns are carried
+    along, null in the batch's rows unless the batch has them. Flights of other dates would
+    only cost time: the day windows never reach across dates."""
     batch = batch.with_columns(pl.lit(True).alias(IN_BATCH))
     date = pl.date("year", "month", "day")
     if context is None or context.is_empty():
@@ -325,14 +326,11 @@ def in_day_context(batch: pl.LazyFrame, context: pl.DataFrame | None) -> pl.Lazy
     flagged = batch.with_columns(
         pl.when(date.is_in(known)).then(pl.lit("warehouse")).otherwise(pl.lit("batch_only")).alias(CONTEXT)
     )
-    others = (
-        context.lazy()
-        .join(batch.select(date.alias("flight_date")).unique(), on="flight_date", how="semi")
-        .join(batch.select(FLIGHT_KEY), on=list(FLIGHT_KEY), how="anti")
-        .drop("flight_date")
-        .with_columns(pl.lit(False).alias(IN_BATCH))
-    )
-    return pl.concat([flagged, others], how="diagonal_relaxed")
+    others = context.join(batch.select(FLIGHT_KEY).collect(), on=list(FLIGHT_KEY), how="anti")
+    if others.is_empty():  # the batch holds its dates whole (a daily run, a sorted file)
+        return flagged
+    others = others.drop("flight_date").with_columns(pl.lit(False).alias(IN_BATCH))
+    return pl.concat([flagged, others.lazy()], how="diagonal_relaxed")
 
 
 def batch_rows(lf: pl.LazyFrame) -> pl.LazyFrame:

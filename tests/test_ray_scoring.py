@@ -170,3 +170,30 @@ def test_an_input_without_a_contract_column_is_refused_before_any_work(workspace
         ray_scoring.score_file_ray(bad, workspace["folder"] / "never.parquet")
     assert not (workspace["folder"] / "never.parquet").exists()
     assert lake.batch_ids(sc.SCORED_DATASET) == before
+
+
+def test_ray_scores_a_random_subset_in_its_warehouse_day(
+    workspace, shared_settings, raw_frame, tmp_path: Path, monkeypatch
+) -> None:
+    """The day context reaches the actors: a random subset of the days, scored on Ray, scores
+    as those days scored whole by the local engine (docs/scoring.md, "The day context")."""
+    import day_context
+    from data_contract import validate_scoring_input
+
+    days = workspace["rows"]
+    context = tmp_path / "day_context.parquet"
+    day_context.write_context(validate_scoring_input(days), context, "test")
+    monkeypatch.setenv("MLOPS_DAY_CONTEXT_PATH", str(context))
+    get_settings.cache_clear()
+    subset = days.sample(300, seed=21)
+    subset.write_parquet(tmp_path / "subset.parquet")
+    result = ray_scoring.score_file_ray(
+        tmp_path / "subset.parquet", tmp_path / "out.parquet", batch_rows=100, persist=False
+    )
+    assert result.rows == 300
+    out = pl.read_parquet(tmp_path / "out.parquet")
+    assert out[fe.CONTEXT].unique().to_list() == ["warehouse"]
+    whole = sc.score(days, sc.Scorer.load(fast=False))
+    both = out.join(whole.select(*sc.KEY_COLUMNS, "score"), on=sc.KEY_COLUMNS, suffix="_whole")
+    assert both.height == 300
+    assert (both["score"] - both["score_whole"]).abs().max() < 1e-9

@@ -299,3 +299,20 @@ def test_context_digests_depend_on_the_day_not_on_the_batch() -> None:
         merged.with_columns(pl.Series(sc.DIGEST_COLUMN, [11, 23, 33, 44], dtype=pl.UInt64))
     )
     assert changed[0] != a[0] and changed[1] == a[1]
+
+
+def test_the_context_is_rebuilt_after_a_new_load_only(small_csv, raw_lines, tmp_path) -> None:
+    from warehouse import load_raw_csv
+
+    load_raw_csv(small_csv)
+    first = day_context.refresh()
+    assert first.rebuilt and first.rows == 300
+    assert not day_context.refresh().rebuilt  # the same load: nothing to do
+    bigger = tmp_path / "bigger.csv"
+    bigger.write_text("".join([raw_lines[0], *raw_lines[1::500][:400]]))
+    load_raw_csv(bigger)
+    again = day_context.refresh()
+    assert again.rebuilt and again.rows == 400
+    stored = pl.read_parquet(again.path)
+    assert stored["flight_date"].is_sorted()
+    assert set(stored.columns) == {*fe.CONTEXT_COLUMNS, "flight_date", sc.DIGEST_COLUMN}

@@ -47,6 +47,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -56,6 +57,7 @@ sys.path.insert(0, str(REPO / "mlops_pipeline" / "src"))
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 DATA = REPO / "benchmarks" / "data"
@@ -141,6 +143,28 @@ def read_source() -> pl.DataFrame:
         return pl.from_arrow(con.sql(sql).to_arrow_table())
 
 
+def write_parquet_parts(
+    path: Path, parts: Iterator[pa.Table], metadata: dict[str, str], row_group_rows: int, compression: str
+) -> None:
+    """Write tables of one schema as one Parquet file, under a temp name renamed at the end."""
+    temp = path.with_name(f".{path.name}.tmp")
+    writer = None
+    try:
+        for table in parts:
+            if writer is None:
+                writer = pq.ParquetWriter(temp, table.schema.with_metadata(metadata), compression=compression)
+            writer.write_table(
+                table.replace_schema_metadata(writer.schema.metadata), row_group_size=row_group_rows
+            )
+        writer.close()
+        writer = None
+        os.replace(temp, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        temp.unlink(missing_ok=True)
+
+
 def scoring_file(rows: int) -> tuple[Path, float | None]:
     """The k-replica input file for ``rows`` (built if missing); (path, seconds to build or None)."""
     k = replicas_for(rows)
@@ -164,34 +188,21 @@ def scoring_file(rows: int) -> tuple[Path, float | None]:
         )
     )
     columns = [c for c in base.columns if not c.startswith("_")]
-    temp = path.with_name(f".{path.name}.tmp")
-    writer = None
-    try:
+    metadata = {
+        "bench_source_sha256": sha,
+        "bench_replicas": str(k),
+        "bench_rule": next(p for p in __doc__.split("\n\n") if p.startswith("Input files")),
+    }
+
+    def months() -> Iterator[pa.Table]:
         for _, part in base.group_by(["month"], maintain_order=True):
             copies = [
                 part.with_columns((r * pl.col("_n") + pl.col("_i") + 1).cast(pl.Int32).alias("flight"), _r=r)
                 for r in range(k)
             ]
-            table = pl.concat(copies).sort("day", "_r", "_order").select(columns).to_arrow()
-            if writer is None:
-                schema = table.schema.with_metadata(
-                    {
-                        "bench_source_sha256": sha,
-                        "bench_replicas": str(k),
-                        "bench_rule": next(p for p in __doc__.split("\n\n") if p.startswith("Input files")),
-                    }
-                )
-                writer = pq.ParquetWriter(temp, schema, compression="zstd")
-            writer.write_table(
-                table.replace_schema_metadata(writer.schema.metadata), row_group_size=ROW_GROUP_ROWS
-            )
-        writer.close()
-        writer = None
-        os.replace(temp, path)
-    finally:
-        if writer is not None:
-            writer.close()
-        temp.unlink(missing_ok=True)
+            yield pl.concat(copies).sort("day", "_r", "_order").select(columns).to_arrow()
+
+    write_parquet_parts(path, months(), metadata, ROW_GROUP_ROWS, "zstd")
     return path, time.perf_counter() - started
 
 
@@ -206,25 +217,14 @@ def context_file(path: Path) -> Path:
     stamp = (pq.read_metadata(path).metadata or {}).get(b"bench_source_sha256", b"").decode()
     if day_context.file_stamp(target) == stamp:
         return target
-    temp = target.with_name(f".{target.name}.tmp")
     source = pq.ParquetFile(path)
-    writer = None
-    try:
-        for group in range(source.num_row_groups):
-            rows = day_context.context_rows(
-                validate_scoring_input(pl.from_arrow(source.read_row_group(group)))
-            )
-            table = rows.to_arrow().replace_schema_metadata({day_context.STAMP_KEY: stamp.encode()})
-            if writer is None:
-                writer = pq.ParquetWriter(temp, table.schema, compression="lz4")
-            writer.write_table(table, row_group_size=day_context.ROW_GROUP_ROWS)
-        writer.close()
-        writer = None
-        os.replace(temp, target)
-    finally:
-        if writer is not None:
-            writer.close()
-        temp.unlink(missing_ok=True)
+    parts = (
+        day_context.context_rows(validate_scoring_input(pl.from_arrow(source.read_row_group(i)))).to_arrow()
+        for i in range(source.num_row_groups)
+    )
+    write_parquet_parts(
+        target, parts, {day_context.STAMP_KEY.decode(): stamp}, day_context.ROW_GROUP_ROWS, "lz4"
+    )
     return target
 
 

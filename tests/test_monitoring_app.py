@@ -148,8 +148,10 @@ def test_a_stale_dashboard_says_so(monitored: None) -> None:
 
 def test_overview_lights_risk_bars_alerts_and_auc(monitored: None) -> None:
     at = choose(run_app(), version=VERSION, window=START + 3 * WEEK)
-    assert at.subheader[0].value.startswith("Overall: 🔴 red — week of 2013-09-23")
-    assert "🔴 `precip`" in texts(at, "markdown")
+    assert at.subheader[0].value.startswith("Overall: :red[●] red — week of 2013-09-23")
+    summary, *lights = [m.value for m in at.markdown if m.value.startswith(":")]
+    assert summary == ":red[●] 1 red · :orange[●] 0 yellow · :green[●] 3 green features"
+    assert lights[0] == ":red[●] precip"  # red first
     risk, weighted = figures(at)
     window = mv.window_status(mv.load_monitoring("week"), START + 3 * WEEK, VERSION)
     assert sum(risk["data"][0]["x"]) == pytest.approx(

@@ -67,7 +67,7 @@ def distribution(version: str, feature: str, start: date, end: date, signature: 
 # =========================================================================== page parts
 
 
-def _ago(moment) -> str:
+def _when(moment) -> str:
     return "never" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
@@ -76,17 +76,17 @@ def show_freshness(fresh: mv.Freshness) -> None:
     left, middle, right = st.columns(3)
     left.metric(
         "Latest scored batch",
-        _ago(fresh.scored_published_at),
+        _when(fresh.scored_published_at),
         help=f"{fresh.scored_batches} batches; flights up to {fresh.scored_until or '-'}",
     )
     middle.metric(
         "Latest outcomes",
         str(fresh.outcomes_until or "none yet"),
-        help=f"{fresh.actuals_batches} batches, the latest published {_ago(fresh.actuals_published_at)}",
+        help=f"{fresh.actuals_batches} batches, the latest published {_when(fresh.actuals_published_at)}",
     )
     right.metric(
         "Latest monitoring run",
-        _ago(run.finished_at if run else None),
+        _when(run.finished_at if run else None),
         help=run.summary if run else "no run yet",
     )
 
@@ -98,6 +98,11 @@ def show_messages(messages: list[mv.Message]) -> None:
 
 def light(status: str | None) -> str:
     return f"{mv.LIGHTS.get(status or mm.INFO, mv.LIGHTS[mm.INFO])} {status or 'n/a'}"
+
+
+def for_table(frame: pl.DataFrame) -> pd.DataFrame:
+    """A frame for st.dataframe: dates as dates (pandas would show them at midnight)."""
+    return frame.with_columns(pl.col(pl.Date).cast(pl.String)).to_pandas()
 
 
 def chart(fig, key: str) -> None:
@@ -133,7 +138,7 @@ def overview(mon: mv.Monitoring, start: date, version: str, first: date, last: d
     st.markdown(" · ".join(f"{mv.LIGHTS[s]} {n} {s}" for s, n in counts.items()) + " features")
     columns = st.columns(6)
     for i, row in enumerate(lights.iter_rows(named=True)):
-        columns[i % 6].markdown(f"{mv.LIGHTS[row['status']]} `{row['feature']}`")
+        columns[i % 6].markdown(f"{mv.LIGHTS[row['status']]} {row['feature']}")
     chart(mf.risk_figure(lights, window["weighted_drift"]), "risk")
     recent = mv.in_range(mon.windows.filter(pl.col("model_version") == version), first, last)
     drift_series = recent.select(
@@ -169,7 +174,7 @@ def overview(mon: mv.Monitoring, start: date, version: str, first: date, last: d
         st.success("No alert in the selected date range.")
     else:
         st.dataframe(
-            alerts.select("window_start", "severity", "feature", "reason", "recommendation").to_pandas(),
+            for_table(alerts.select("window_start", "severity", "feature", "reason", "recommendation")),
             hide_index=True,
             width="stretch",
         )
@@ -206,7 +211,7 @@ def style_status(frame: pd.DataFrame):
             f"background-color: {tint.get(row['status'], '')}" if c == "status" else "" for c in row.index
         ],
         axis=1,
-    ).format(precision=4, na_rep="")
+    ).format(precision=4)
 
 
 def drift_table_view(mon: mv.Monitoring, start: date, version: str) -> None:
@@ -219,7 +224,7 @@ def drift_table_view(mon: mv.Monitoring, start: date, version: str) -> None:
         "(raw and Benjamini-Hochberg) sit beside the KS and chi² statistics. Click a header to sort."
     )
     st.dataframe(
-        style_status(table.to_pandas()), hide_index=True, width="stretch", height=600, key="drift_table"
+        style_status(for_table(table)), hide_index=True, width="stretch", height=600, key="drift_table"
     )
 
 
@@ -249,17 +254,10 @@ def time_analysis(
         st.caption(
             "Slope over the last windows and the change point of each feature's whole series (p < 0.01)."
         )
+        columns = ["feature", "last_window_start", "last_value", "slope_per_window", "change_point_at",
+                   "change_point_p_value"]  # fmt: skip
         st.dataframe(
-            trends.select(
-                "feature",
-                "last_window_start",
-                "last_value",
-                "slope_per_window",
-                "change_point_at",
-                "change_point_p_value",
-            )
-            .sort("slope_per_window", descending=True)
-            .to_pandas(),
+            for_table(trends.select(columns).sort("slope_per_window", descending=True)),
             hide_index=True,
             width="stretch",
         )
@@ -292,19 +290,21 @@ def performance_view(mon: mv.Monitoring, version: str, first: date, last: date) 
             chart(mf.series_figure(series, f"{metric} of the score", metric, changes), f"score_{metric}")
     if perf.height:
         st.dataframe(
-            perf.select(
-                "window_start",
-                "model_version",
-                "n_scored",
-                "n_with_outcome",
-                "roc_auc",
-                "precision",
-                "recall",
-                "observed_rate",
-                "mean_score",
-                "calibration_gap",
-                "status",
-            ).to_pandas(),
+            for_table(
+                perf.select(
+                    "window_start",
+                    "model_version",
+                    "n_scored",
+                    "n_with_outcome",
+                    "roc_auc",
+                    "precision",
+                    "recall",
+                    "observed_rate",
+                    "mean_score",
+                    "calibration_gap",
+                    "status",
+                )
+            ),
             hide_index=True,
             width="stretch",
         )
@@ -326,17 +326,19 @@ def recommendations_view(
         st.success("No alert of these severities in the selected date range.")
     else:
         st.dataframe(
-            alerts.select(
-                "window_start",
-                "window_end",
-                "model_version",
-                "severity",
-                "feature",
-                "metric",
-                "value",
-                "reason",
-                "recommendation",
-            ).to_pandas(),
+            for_table(
+                alerts.select(
+                    "window_start",
+                    "window_end",
+                    "model_version",
+                    "severity",
+                    "feature",
+                    "metric",
+                    "value",
+                    "reason",
+                    "recommendation",
+                )
+            ),
             hide_index=True,
             width="stretch",
         )

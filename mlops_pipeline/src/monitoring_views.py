@@ -46,7 +46,8 @@ LAKE_DATASETS = (mm.SCORED_DATASET, mm.ACTUALS_DATASET, *mm.DATASETS.values())
 # A daily job plus slack: an older monitoring run makes the app say so on every view.
 STALE_RUN_AFTER = timedelta(hours=26)
 
-LIGHTS = {mm.GREEN: "🟢", mm.YELLOW: "🟡", mm.RED: "🔴", mm.INFO: "⚪"}
+# Traffic lights as Streamlit markdown (a coloured disc; no emoji font needed in the browser)
+LIGHTS = {mm.GREEN: ":green[●]", mm.YELLOW: ":orange[●]", mm.RED: ":red[●]", mm.INFO: ":gray[●]"}
 SEVERITY_RANK = {"critical": 2, "warning": 1, "info": 0}
 
 
@@ -319,8 +320,9 @@ def metrics_of(drift: pl.DataFrame, feature: str) -> list[str]:
 
 
 def feature_lights(monitoring: Monitoring, start: date, version: str) -> pl.DataFrame:
-    """Per feature of a window: status, importance and its share of the weighted drift (the
-    job's rule: red counts 1, yellow 0.5; day-level features count only in month windows)."""
+    """Per feature of a window (red first, then by importance): status, importance and its
+    share of the weighted drift (the job's rule: red counts 1, yellow 0.5; day-level features
+    count only in month windows)."""
     rows = monitoring.drift.filter(
         pl.col("window_start") == start,
         pl.col("model_version") == version,
@@ -330,12 +332,17 @@ def feature_lights(monitoring: Monitoring, start: date, version: str) -> pl.Data
     capped = monitoring.kind not in mm.FULL_STATUS_WINDOWS
     counted = ~pl.col("feature").is_in(list(mm.DAY_LEVEL_FEATURES)) if capped else pl.lit(True)
     weight = pl.col("status").replace_strict(mm.STATUS_WEIGHT, default=0.0, return_dtype=pl.Float64)
-    return rows.select(
-        "feature",
-        "status",
-        pl.col("value").alias("importance"),
-        pl.when(counted).then(pl.col("value") * weight).otherwise(0.0).alias("contribution"),
-    ).sort("importance", descending=True)
+    return (
+        rows.select(
+            "feature",
+            "status",
+            pl.col("value").alias("importance"),
+            pl.when(counted).then(pl.col("value") * weight).otherwise(0.0).alias("contribution"),
+            pl.col("status").replace_strict(mm.STATUS_RANK, default=0, return_dtype=pl.Int8).alias("_rank"),
+        )
+        .sort(["_rank", "importance"], descending=True)
+        .drop("_rank")
+    )
 
 
 def drift_table(monitoring: Monitoring, start: date, version: str) -> pl.DataFrame:

@@ -17,6 +17,7 @@ Two scored lakes serve the monitoring job's and the monitoring app's tests:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ from warehouse import load_raw_csv
 
 RAW_CSV = REPO_ROOT / "Base_de_datos.csv"
 SRC_DIR = REPO_ROOT / "mlops_pipeline" / "src"
+# `import streamlit` (the app's tests) sets MPLBACKEND=Agg in os.environ for the whole process;
+# a notebook kernel started later would inherit it and draw no inline figures. Every test
+# gets the variable as the session found it.
+MPLBACKEND_AT_START = os.environ.get("MPLBACKEND")
 
 
 def point_settings_at(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
@@ -44,6 +49,10 @@ def point_settings_at(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
 @pytest.fixture(autouse=True)
 def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     point_settings_at(monkeypatch, tmp_path)
+    if MPLBACKEND_AT_START is None:
+        monkeypatch.delenv("MPLBACKEND", raising=False)
+    else:
+        monkeypatch.setenv("MPLBACKEND", MPLBACKEND_AT_START)
     yield get_settings()
     get_settings.cache_clear()
 

@@ -39,12 +39,11 @@ KEY = sc.KEY_COLUMNS
 def in_production(production_lake, use_trained, monkeypatch):
     """Settings pointing at the production run's warehouse and day context (its lake is the
     test's own, empty one: tests here that persist never touch the shared run)."""
-    monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(production_lake / "warehouse.duckdb"))
-    monkeypatch.setenv(
-        "MLOPS_DAY_CONTEXT_PATH", str(production_lake / "lake" / "day_context" / "day_context.parquet")
-    )
+    folder = production_lake.folder
+    monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(folder / "warehouse.duckdb"))
+    monkeypatch.setenv("MLOPS_DAY_CONTEXT_PATH", str(folder / "lake" / "day_context" / "day_context.parquet"))
     get_settings.cache_clear()
-    yield production_lake
+    yield folder
     get_settings.cache_clear()
 
 
@@ -56,7 +55,7 @@ def scorer(in_production) -> sc.Scorer:
 @pytest.fixture(scope="module")
 def stored(production_lake) -> pl.DataFrame:
     """The production run's stored scores (Sep-Dec, one batch per day)."""
-    files = sorted((production_lake / "lake" / sc.SCORED_DATASET).glob("*.parquet"))
+    files = sorted((production_lake.folder / "lake" / sc.SCORED_DATASET).glob("*.parquet"))
     return pl.concat([pl.read_parquet(f) for f in files])
 
 
@@ -255,7 +254,9 @@ def _persist_file(frame: pl.DataFrame, folder: Path, scorer: sc.Scorer, name: st
 def test_after_the_production_run_a_subset_of_its_flights_stores_nothing(
     scorer, production_lake, sep_dec, tmp_path
 ) -> None:
-    shutil.copytree(production_lake / "lake" / sc.SCORED_DATASET, get_settings().lake_dir / sc.SCORED_DATASET)
+    shutil.copytree(
+        production_lake.folder / "lake" / sc.SCORED_DATASET, get_settings().lake_dir / sc.SCORED_DATASET
+    )
     subset = sep_dec.sample(3_000, seed=5)
     result = _persist_file(subset, tmp_path, scorer, "subset")
     assert (result.new_rows, result.already_stored) == (0, subset.height)

@@ -19,7 +19,6 @@ import production as prod
 import scoring as sc
 from conftest import RAW_CSV, SRC_DIR
 from data_contract import SCORING_INPUT_COLUMNS, ContractViolation
-from settings import get_settings
 from warehouse import connect, load_raw_csv
 
 
@@ -29,26 +28,17 @@ def scorer(use_trained) -> sc.Scorer:
 
 
 @pytest.fixture(scope="module")
-def production(trained, tmp_path_factory):
-    """The main job's scoring stage run once: Sep-Dec as daily batches, plus a rerun."""
-    folder = tmp_path_factory.mktemp("production")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_ARTIFACTS_DIR", str(trained[2]))
-        mp.setenv("MLOPS_WAREHOUSE_PATH", str(folder / "warehouse.duckdb"))
-        mp.setenv("MLOPS_LAKE_DIR", str(folder / "lake"))
-        get_settings.cache_clear()
-        load_raw_csv(RAW_CSV)
-        scorer = sc.Scorer.load()
-        first = prod.score_production(scorer, progress=False)
-        rerun = prod.score_production(scorer, progress=False)
+def production(production_lake):
+    """The main job's scoring stage (the session's production lake), plus a rerun."""
+    with production_lake.settings():
+        rerun = prod.score_production(sc.Scorer.load(), progress=False)
         with connect(read_only=True) as con:
             scored = con.sql("SELECT * FROM scored").pl()
             joined = con.sql(
                 "SELECT count(*), sum(a.is_disrupted), count(DISTINCT s.batch_id) FROM scored s "
                 "JOIN actuals a USING (year, month, day, carrier, flight, origin)"
             ).fetchall()[0]
-    get_settings.cache_clear()
-    return first, rerun, scored, joined
+    return production_lake.first, rerun, scored, joined
 
 
 def _days(raw: pl.DataFrame, month: int, days: range) -> pl.DataFrame:

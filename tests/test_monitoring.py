@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
@@ -22,21 +21,22 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 
-import ft_engineering as fe
 import lake
 import model_monitoring as mm
 import reference_profile as rp
-from conftest import RAW_CSV, SRC_DIR
-from model_artifact import save_artifact
+from conftest import (
+    RAW_CSV,
+    ROWS_PER_DAY,
+    SRC_DIR,
+    START,
+    VERSION,
+    fill_weeks,
+    publish_day,
+    scored_day,
+    synthetic_frame,
+)
 from settings import get_settings
-from warehouse import connect, load_raw_csv
-
-CARRIERS = ["AA", "B6", "DL", "UA"]
-DESTS = ["ATL", "BOS", "LAX", "ORD", "SFO"]
-START = date(2013, 9, 2)  # a Monday: four whole ISO weeks follow
-ROWS_PER_DAY = 120
-VERSION = "lgbm-synthetic0001"
-
+from warehouse import connect
 
 # --------------------------------------------------------------------------- known answers
 
@@ -144,109 +144,6 @@ def test_sql_binning_agrees_with_the_reference_profile_on_edge_values() -> None:
 # --------------------------------------------------------------------------- a small lake
 
 
-def _frame(rng: np.random.Generator, n: int, *, wet: float = 0.08, new_carrier: float = 0.0) -> pl.DataFrame:
-    """Rows drawn like training: precip 0 in 92 % of rows, distance ~ N(1000, 300)."""
-    precip = np.where(rng.random(n) < wet, rng.uniform(0.01, 0.5, n).round(2), 0.0)
-    carrier = rng.choice(CARRIERS, n, p=[0.4, 0.3, 0.2, 0.1]).astype(object)
-    carrier[rng.random(n) < new_carrier] = "ZZ"
-    return pl.DataFrame(
-        {
-            "precip": precip,
-            "distance": rng.normal(1000, 300, n).round(),
-            "carrier": carrier.tolist(),
-            "dest": rng.integers(0, len(DESTS), n).astype(np.int32),
-        }
-    )
-
-
-@pytest.fixture
-def artifact(tmp_path: Path) -> str:
-    """A real LightGBM model on the synthetic columns, saved with a format-2 profile."""
-    rng = np.random.default_rng(11)
-    train = _frame(rng, 6000)
-    codes = train.with_columns(
-        pl.col("carrier").cast(pl.Enum(CARRIERS), strict=False).to_physical().cast(pl.Int32),
-        pl.lit(False).alias("unknown_carrier"),
-        pl.lit(False).alias("unknown_dest"),
-    )
-    X = codes.select("precip", "distance", "carrier", "dest").to_numpy().astype(float)
-    y = (rng.random(len(X)) < 0.2 + 0.5 * (X[:, 0] > 0)).astype(int)
-    booster = lgb.train(
-        {"objective": "binary", "verbose": -1, "num_leaves": 4, "seed": 1, "deterministic": True},
-        lgb.Dataset(X, y, feature_name=["precip", "distance", "carrier", "dest"]),
-        num_boost_round=5,
-    )
-    scores = _score(train)
-    profile = rp.build_reference_profile(
-        codes, ["precip", "distance"], {"carrier": CARRIERS, "dest": DESTS}, scores, score_period="validation"
-    )
-    state = fe.FeatureState(
-        {"carrier": CARRIERS, "dest": DESTS}, 30, ["precip", "distance", "carrier", "dest"]
-    )
-    card = {
-        "version": VERSION,
-        "threshold": {"value": 0.3},
-        "feature_state": state.to_dict(),
-        "features": state.features,
-    }
-    save_artifact(VERSION, booster.model_to_string(), card, profile)
-    return VERSION
-
-
-def _score(frame: pl.DataFrame) -> np.ndarray:
-    """The synthetic model's score: the same function for the reference and for production."""
-    wet = frame["precip"].to_numpy() > 0
-    return np.clip(0.2 + 0.5 * wet + (frame["distance"].to_numpy() - 1000) / 3000, 0.01, 0.99)
-
-
-def _scored(day: date, frame: pl.DataFrame, *, first_flight: int = 1) -> pl.DataFrame:
-    n = frame.height
-    score = _score(frame)
-    return frame.with_columns(
-        pl.lit(day.year).alias("year"),
-        pl.lit(day.month).alias("month"),
-        pl.lit(day.day).alias("day"),
-        pl.Series("flight", np.arange(first_flight, first_flight + n, dtype=np.int32)),
-        pl.lit("EWR").alias("origin"),
-        pl.lit(day).alias("flight_date"),
-        (~pl.col("carrier").is_in(CARRIERS)).alias("unknown_carrier"),
-        pl.lit(False).alias("unknown_dest"),
-        pl.Series("score", score),
-        pl.Series("label", (score >= 0.3).astype(np.int8)),
-        pl.lit(VERSION).alias("model_version"),
-        pl.lit(datetime(2013, 9, 1) + timedelta(days=(day - START).days)).alias("scored_at"),
-        pl.lit(0, dtype=pl.UInt64).alias("row_digest"),  # a bookkeeping column the job must ignore
-    )
-
-
-def _publish(day: date, scored: pl.DataFrame, tag: str = "s") -> None:
-    batch = f"{VERSION}.{tag}-{day}"
-    lake.write_batch("scored", batch, scored.with_columns(pl.lit(batch).alias("batch_id")).to_arrow())
-    if not lake.has_batch("actuals", f"actuals-{day}"):
-        actuals = scored.select(
-            "year", "month", "day", "carrier", "flight", "origin", "flight_date",
-            pl.lit(False).alias("cancelled"), pl.lit(False).alias("diverted"),
-            pl.lit(0, dtype=pl.Int32).alias("arr_delay"),
-            (pl.Series(np.random.default_rng(day.day).random(scored.height)) < pl.col("score")).cast(pl.Int8)
-            .alias("is_disrupted"),
-        )  # fmt: skip
-        lake.write_batch("actuals", f"actuals-{day}", actuals.to_arrow())
-
-
-def _fill(weeks: int = 4, *, drift_weeks: tuple[int, ...] = (), new_carrier_week: int | None = None) -> None:
-    rng = np.random.default_rng(7)
-    for offset in range(7 * weeks):
-        day = START + timedelta(days=offset)
-        week = offset // 7
-        frame = _frame(
-            rng,
-            ROWS_PER_DAY,
-            wet=0.7 if week in drift_weeks else 0.08,
-            new_carrier=0.2 if week == new_carrier_week else 0.0,
-        )
-        _publish(day, _scored(day, frame))
-
-
 def _run(**kwargs) -> mm.RunSummary:
     return mm.run_once(mm.MonitorConfig(progress=False, **{"min_rows": 300, **kwargs}))
 
@@ -260,7 +157,7 @@ def _metric(drift: pl.DataFrame, feature: str, metric: str) -> pl.DataFrame:
 
 
 def test_no_drift_stays_quiet(artifact: str) -> None:
-    _fill()
+    fill_weeks()
     summary = _run()
     assert summary.windows_total == summary.windows_recomputed == 4
     drift = _current("drift")
@@ -278,7 +175,7 @@ def test_no_drift_stays_quiet(artifact: str) -> None:
 
 
 def test_a_wet_week_is_seen_by_psi_js_chi2_and_ks(artifact: str) -> None:
-    _fill(drift_weeks=(2,))
+    fill_weeks(drift_weeks=(2,))
     _run()
     drift = _current("drift")
     wet = START + timedelta(days=14)
@@ -291,7 +188,7 @@ def test_a_wet_week_is_seen_by_psi_js_chi2_and_ks(artifact: str) -> None:
 
 
 def test_alerts_fire_on_constructed_drift(artifact: str) -> None:
-    _fill(weeks=4, drift_weeks=(1, 2, 3), new_carrier_week=3)
+    fill_weeks(weeks=4, drift_weeks=(1, 2, 3), new_carrier_week=3)
     _run()
     alerts = _current("alerts")
     retrain = alerts.filter(pl.col("feature") == "precip", pl.col("severity") == "critical")
@@ -308,13 +205,13 @@ def test_alerts_fire_on_constructed_drift(artifact: str) -> None:
 
 
 def test_a_rescored_flight_counts_once_with_its_latest_score(artifact: str) -> None:
-    _fill(weeks=1)
+    fill_weeks(weeks=1)
     day = START + timedelta(days=1)
     original = lake.read_dataset("scored").filter(pl.col("flight_date") == day).collect()
     rescored = original.with_columns(
         pl.col("score") * 0 + 0.9, pl.col("scored_at") + pl.duration(days=30)
     ).drop("batch_id")
-    _publish(day, rescored, tag="r")
+    publish_day(day, rescored, tag="r")
     _run()
     windows = _current("windows")
     assert windows["n_rows"].item() == 8 * ROWS_PER_DAY  # scored rows, the re-score included
@@ -326,7 +223,7 @@ def test_a_rescored_flight_counts_once_with_its_latest_score(artifact: str) -> N
 
 
 def test_recompute_is_idempotent_and_incremental(artifact: str) -> None:
-    _fill(weeks=3)
+    fill_weeks(weeks=3)
     first = _run()
     before = _current("drift").drop("run_id", "computed_at").sort("window_start", "feature", "metric")
     again = _run(full=True)
@@ -336,7 +233,9 @@ def test_recompute_is_idempotent_and_incremental(artifact: str) -> None:
     assert _run().windows_recomputed == 0  # nothing changed
     # a new day in week 2 (flights not seen yet): only that window is recomputed
     day = START + timedelta(days=8)
-    _publish(day, _scored(day, _frame(np.random.default_rng(99), 50), first_flight=5000), tag="late")
+    publish_day(
+        day, scored_day(day, synthetic_frame(np.random.default_rng(99), 50), first_flight=5000), tag="late"
+    )
     third = _run()
     assert third.windows_recomputed == 1 and first.run_id != third.run_id
     windows = _current("windows").sort("window_start")
@@ -345,7 +244,7 @@ def test_recompute_is_idempotent_and_incremental(artifact: str) -> None:
 
 
 def test_views_in_the_warehouse_show_the_current_rows(artifact: str) -> None:
-    _fill(weeks=2)
+    fill_weeks(weeks=2)
     _run()
     _run(full=True)
     with connect(read_only=True) as con:
@@ -355,14 +254,14 @@ def test_views_in_the_warehouse_show_the_current_rows(artifact: str) -> None:
 
 
 def test_small_windows_are_reported_not_scored(artifact: str) -> None:
-    _fill(weeks=1)
+    fill_weeks(weeks=1)
     _run(min_rows=10_000)
     windows = _current("windows")
     assert windows["status"].to_list() == ["too_small"] and _current("drift").height == 0
 
 
 def test_sampling_is_repeatable_and_bounded(artifact: str) -> None:
-    _fill(weeks=1)
+    fill_weeks(weeks=1)
     _run(sample_rows=200)
     first = _current("drift").drop("run_id", "computed_at").sort("feature", "metric")
     assert 140 <= _current("windows")["n_sampled"].item() <= 260  # a Bernoulli sample of ~200 flights
@@ -393,7 +292,7 @@ def test_edge_cases_all_null_single_category_empty() -> None:
 
 
 def test_a_stale_profile_says_retrain(artifact: str) -> None:
-    _fill(weeks=1)
+    fill_weeks(weeks=1)
     folder = get_settings().artifacts_dir / "models" / VERSION
     profile = json.loads((folder / "reference_profile.json").read_text())
     old = {
@@ -436,28 +335,6 @@ def test_help_has_no_side_effects(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the real Sep-Dec run
-
-
-@pytest.fixture(scope="module")
-def production_monitored(trained, tmp_path_factory):
-    """The main job's scoring stage on the session's model, then one monitoring run."""
-    from model_deploy import Scorer, score_production
-
-    folder = tmp_path_factory.mktemp("monitoring")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_ARTIFACTS_DIR", str(trained[2]))
-        mp.setenv("MLOPS_WAREHOUSE_PATH", str(folder / "warehouse.duckdb"))
-        mp.setenv("MLOPS_LAKE_DIR", str(folder / "lake"))
-        get_settings.cache_clear()
-        load_raw_csv(RAW_CSV)
-        score_production(Scorer.load(), progress=False)
-        summary = mm.run_once(mm.MonitorConfig(progress=False))
-        con = duckdb.connect()
-        tables = {
-            kind: mm.current_rows(con, kind, "week") for kind in ("windows", "drift", "performance", "alerts")
-        }
-    get_settings.cache_clear()
-    return summary, tables
 
 
 def test_the_real_sep_dec_run_flags_the_seasonal_drift(production_monitored) -> None:

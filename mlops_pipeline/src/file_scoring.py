@@ -214,8 +214,10 @@ def score_file(
     with (
         bar,
         ResponseFile(output_path, lambda: response_schema(scorer)) as out,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-worker") as worker,
+        # the storer is listed first so it shuts down last: on an error the worker's chunk in
+        # flight still hands its rows to a live storer, which stores them whole
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-store") as storer,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-worker") as worker,
     ):
         pending: Future | None = None
         for chunk in chunker(frames):

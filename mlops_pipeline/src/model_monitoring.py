@@ -1045,9 +1045,11 @@ def numeric_metrics(name: str, spec: dict[str, Any], counts: pl.DataFrame) -> li
     return rows
 
 
-def categorical_metrics(
-    name: str, spec: dict[str, Any], counts: pl.DataFrame, levels: list[str]
-) -> list[dict[str, Any]]:
+def categorical_distributions(
+    spec: dict[str, Any], counts: pl.DataFrame, levels: list[str]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Bucket names, reference shares and current counts (levels, ``__unseen__``, ``__null__``)
+    of a (label, unknown, n) count table."""
     buckets: dict[str, float] = spec["buckets"]
     names = list(buckets)
     index = {bucket: i for i, bucket in enumerate(names)}
@@ -1067,7 +1069,15 @@ def categorical_metrics(
         else:
             bucket = UNSEEN_BUCKET
         current[index[bucket]] += n
-    reference = np.asarray([buckets[b] for b in names], dtype=np.float64)
+    return names, np.asarray([buckets[b] for b in names], dtype=np.float64), current
+
+
+def categorical_metrics(
+    name: str, spec: dict[str, Any], counts: pl.DataFrame, levels: list[str]
+) -> list[dict[str, Any]]:
+    buckets: dict[str, float] = spec["buckets"]
+    names, reference, current = categorical_distributions(spec, counts, levels)
+    index = {bucket: i for i, bucket in enumerate(names)}
     n_ref, n_cur = int(spec.get("n") or 0), int(current.sum())
     if n_cur == 0:
         return [_metric(name, m, None, None, n_ref, 0) for m in ("psi", "js_distance", "chi2_statistic")]

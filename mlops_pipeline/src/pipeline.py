@@ -21,6 +21,7 @@ import day_context
 import model_monitoring
 import model_training_evaluation
 import scoring
+from monitoring_views import APP_COMMAND
 from production import score_production
 from settings import get_settings
 from warehouse import load_raw_csv
@@ -64,6 +65,7 @@ def run() -> None:
         print(f"[monitor] not run: {exc}")
     else:
         print(f"[monitor] {monitoring.line()}; views monitoring_* in {settings.warehouse_path.name}")
+    print(f"[app] to look at the results: {APP_COMMAND}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -69,7 +69,7 @@ class Problem(Exception):
 
 class RuleError(BaseModel):
     column: str = Field(description="the column whose rule failed ('*' for a rule on the whole batch)")
-    rule: str = Field(description="the contract's rule, e.g. 'dtype(Int32)', 'in_range(0, 9999)'")
+    rule: str = Field(description="the contract's rule, e.g. 'dtype(Int32)', 'in_range(1, 12500)'")
     n_bad_rows: int = Field(description="how many rows break it (values are never echoed)")
 
 

@@ -462,3 +462,28 @@ def test_overload_is_429_then_503_with_retry_after(scorer, use_trained, monkeypa
         assert response.json()["type"].endswith(
             "overloaded" if response.status_code == 429 else "queue-timeout"
         )
+
+
+async def _race(app, bodies: list[bytes], key: str) -> list[httpx.Response]:
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as http,
+    ):
+        headers = {"Content-Type": PARQUET, "Idempotency-Key": key}
+        return list(
+            await asyncio.gather(*(http.post("/predict", content=b, headers=headers) for b in bodies))
+        )
+
+
+def test_concurrent_requests_on_one_key_store_one_content(scorer, use_trained, october) -> None:
+    first, second = october.filter(pl.col("day") == 1), october.filter(pl.col("day") == 2)
+    responses = asyncio.run(
+        _race(api.create_app(scorer), [parquet_bytes(first), parquet_bytes(second)], "race")
+    )
+    assert sorted(r.status_code for r in responses) == [200, 409]
+    winner = next(r for r in responses if r.status_code == 200).json()
+    assert _stored().height == winner["n_rows"] == winner["stored_rows"]  # the 409's rows were never scored
+    same = asyncio.run(_race(api.create_app(scorer), [parquet_bytes(first)] * 3, "same"))
+    assert len({r.json()["batch_id"] for r in same}) == 1  # one answer, replayed to the others
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in same) == 2

@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from fastapi import Depends, FastAPI, Header, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
@@ -143,6 +144,7 @@ class Service:
     scorer: Scorer | None = None
     load_error: str | None = None
     started_at: float = field(default_factory=time.time)
+    key_locks: dict[str, list] = field(default_factory=dict)
 
     def load(self) -> None:
         try:
@@ -170,6 +172,25 @@ class Service:
         folder = Path(folder).absolute()
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+
+@asynccontextmanager
+async def one_at_a_time(service: Service, key: str | None):
+    """Requests with the same Idempotency-Key run one after the other in this process, so a
+    second one sees the first one's kept answer (a replay, or a 409) instead of scoring the
+    same key's rows alongside it."""
+    if key is None:
+        yield
+        return
+    entry = service.key_locks.setdefault(key, [asyncio.Lock(), 0])  # [lock, requests using it]
+    entry[1] += 1
+    try:
+        async with entry[0]:
+            yield
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0:
+            del service.key_locks[key]
 
 
 def _remove_stale_spool(folder: Path) -> None:
@@ -511,7 +532,7 @@ async def _predict(request: Request, key_header: str | None, accept: str | None)
         cap = min(cap, settings.api_max_json_bytes)
     api_io.check_declared_length(request.headers.get("content-length"), cap)
 
-    async with service.gate.slot():
+    async with one_at_a_time(service, key), service.gate.slot():
         folder = Path(tempfile.mkdtemp(prefix="req-", dir=service.spool_dir()))
         try:
             answer = await _receive_and_score(request, service, scorer, upload, cap, folder, key)
@@ -593,7 +614,7 @@ async def _guarded(function, *args, **kwargs):
         return await run_in_threadpool(function, *args, **kwargs)
     except EXPECTED:
         raise
-    except Exception as exc:
+    except (Exception, pl.exceptions.PanicException) as exc:  # a Polars panic is a BaseException
         logger.exception("unexpected error in %s", getattr(function, "__name__", function))
         raise api_problems.server_problem(
             "Internal server error", "an unexpected error; it is logged"

@@ -1,7 +1,7 @@
 """Batch input and output: formats, streaming readers, and the atomically written response file.
 
 Every reader takes a path *or bytes* (an upload held in memory or spooled to disk), so the
-file scorer, Ray and the API read batches the same way:
+file scorer, Ray and the API read batches the same way. Three formats:
 
 * Parquet is read by Polars one row range at a time (``scan_parquet().slice()``): each range
   decodes only its row groups, and it takes a quarter of the CPU time of pyarrow's
@@ -10,14 +10,23 @@ file scorer, Ray and the API read batches the same way:
   are null). An integral value written as a float (``1990.0``, which pandas writes for an
   integer column holding nulls) is read as the integer; ``1990.5`` stays an error that names
   the column, never the value.
+* JSON is one of MLflow's pandas layouts, ``{"dataframe_split": {"columns": [...], "data":
+  [[...], ...]}}`` or ``{"dataframe_records": [{...}, ...]}``, for small clients. The document
+  is parsed whole (the API caps its size), each scoring-input column becomes one typed
+  column (whole numbers Int64, numbers Float64, text String, all-null Null), and the
+  contract casts it to its type exactly as it casts a Parquet file's columns, so the same
+  rows score the same in every format. Timestamps are ISO-8601 text.
 
-Errors a caller can cause are :class:`InputError` with a one-line message.
+Errors a caller can cause are :class:`InputError` with a one-line message; a value of the
+wrong type is a :class:`ColumnTypeError`, which also carries the (column, rule, rows) the
+data contract would report.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,9 +37,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from atomic import AtomicFile
-from data_contract import CONTRACT_DTYPES, SCORING_INPUT_COLUMNS
+from data_contract import CONTRACT_DTYPES, SCORING_INPUT_COLUMNS, RuleFailure
 
-FORMATS = (".parquet", ".csv")
+FORMATS = (".parquet", ".csv", ".json")
+JSON_LAYOUTS = ("dataframe_split", "dataframe_records")
 CSV_BLOCK_BYTES = 16 << 20
 Source = Path | bytes
 
@@ -39,12 +49,21 @@ class InputError(ValueError):
     """An input the scorer cannot read: missing, of another format, or not parseable."""
 
 
+class ColumnTypeError(InputError):
+    """A column holding values that are not of its contract type (read as such by the CSV
+    reader); ``failure`` is the contract's (column, rule, rows) for it."""
+
+    def __init__(self, message: str, failure: RuleFailure):
+        super().__init__(message)
+        self.failure = failure
+
+
 def input_format(path: Path) -> str:
     """The input file's format, ``.parquet`` or ``.csv`` (by its suffix); another suffix or a
     missing file is an InputError. Every engine asks here before it starts anything."""
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise InputError(f"{path.name}: unsupported input format {suffix!r}; use .parquet or .csv")
+        raise InputError(f"{path.name}: unsupported input format {suffix!r}; use .parquet, .csv or .json")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     return suffix
@@ -123,9 +142,10 @@ def _integral(batch: pa.RecordBatch, source: Source) -> pl.DataFrame:
         )
         bad = frame.select(lossy.sum()).item()
         if bad:
-            raise InputError(
+            raise ColumnTypeError(
                 f"{_name(source)}: column '{name}' holds {bad} value(s) that are not {want} "
-                f"(rule 'dtype({want})')"
+                f"(rule 'dtype({want})')",
+                RuleFailure(name, f"dtype({want})", bad),
             )
         casts.append(column.cast(want))
     return frame.with_columns(casts) if casts else frame
@@ -154,7 +174,7 @@ def _csv_frames(source: Source, header: list[str], columns: list[str] | None) ->
             if batch.num_rows:
                 yield _integral(batch, source)
     except pa.ArrowInvalid as exc:
-        raise InputError(_csv_error(source, header, exc)) from None
+        raise _csv_error(source, header, exc) from None
 
 
 def csv_header(source: Source) -> list[str]:
@@ -170,21 +190,134 @@ def csv_header(source: Source) -> list[str]:
             handle.close()
 
 
-def _csv_error(source: Source, header: list[str], exc: pa.ArrowInvalid) -> str:
+def _csv_error(source: Source, header: list[str], exc: pa.ArrowInvalid) -> InputError:
     """pyarrow's CSV error, without the offending value (client data is never echoed)."""
     found = re.match(r"In CSV column #(\d+): CSV conversion error to (\w+)", str(exc))
     if found is None:
-        return f"{_name(source)}: not a readable CSV file ({_first_line(exc)})"
+        return InputError(f"{_name(source)}: not a readable CSV file ({_first_line(exc)})")
     index = int(found.group(1))
     column = header[index] if index < len(header) else f"#{index}"
     want = CONTRACT_DTYPES.get(column)
-    rule = f" (CSV type conversion failed; rule 'dtype({want})')" if want is not None else ""
-    kind = want if want is not None else found.group(2)
-    return f"{_name(source)}: column '{column}' holds a value that is not {kind}{rule}"
+    if want is None:
+        return InputError(f"{_name(source)}: column '{column}' holds a value that is not {found.group(2)}")
+    message = (
+        f"{_name(source)}: column '{column}' holds a value that is not {want} "
+        f"(CSV type conversion failed; rule 'dtype({want})')"
+    )
+    return ColumnTypeError(message, RuleFailure(column, f"dtype({want})", _non_numeric_rows(source, column)))
+
+
+def _non_numeric_rows(source: Source, column: str) -> int:
+    """How many values of a numeric CSV column are not numbers (only after pyarrow refused
+    one: a second pass reads that column alone, as text)."""
+    options = pacsv.ConvertOptions(
+        column_types={column: pa.string()},
+        null_values=["NA", ""],
+        strings_can_be_null=True,
+        include_columns=[column],
+    )
+    bad = 0
+    try:
+        for batch in pacsv.open_csv(_opened(source), convert_options=options):
+            text = pl.from_arrow(batch).to_series()
+            bad += text.is_not_null().sum() - text.cast(pl.Float64, strict=False).is_not_null().sum()
+    except pa.ArrowInvalid:
+        pass  # the file is also ragged further on; the count so far stands
+    return max(int(bad), 1)  # pyarrow found one even where Polars parses it
 
 
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value (send null for a missing number)")
+
+
+def _json_document(source: Source) -> object:
+    try:
+        if isinstance(source, Path):
+            with source.open("rb") as handle:
+                return json.load(handle, parse_constant=_no_constant)
+        return json.loads(source, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise InputError(f"{_name(source)}: not valid JSON ({_first_line(exc)})") from None
+
+
+def _split_columns(split: object, name: str) -> dict[str, list]:
+    """dataframe_split's scoring-input columns, as lists of values; ragged rows are refused."""
+    if not isinstance(split, dict) or not isinstance(split.get("columns"), list):
+        raise InputError(f"{name}: dataframe_split needs 'columns', a list of column names, and 'data'")
+    columns, data = split["columns"], split.get("data")
+    if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+        raise InputError(f"{name}: dataframe_split 'columns' must be distinct column names")
+    if not isinstance(data, list):
+        raise InputError(f"{name}: dataframe_split 'data' must be a list of rows")
+    for number, row in enumerate(data):
+        if not isinstance(row, list) or len(row) != len(columns):
+            width = len(row) if isinstance(row, list) else "not a list of"
+            raise InputError(
+                f"{name}: dataframe_split row {number} has {width} values for {len(columns)} columns"
+            )
+    return {c: [row[j] for row in data] for j, c in enumerate(columns) if c in SCORING_INPUT_COLUMNS}
+
+
+def _records_columns(records: object, name: str) -> dict[str, list]:
+    """dataframe_records' scoring-input columns (a key a record lacks is null there, as in pandas)."""
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise InputError(f"{name}: dataframe_records must be a list of objects, one per row")
+    present = set().union(*records) if records else set()
+    return {c: [r.get(c) for r in records] for c in SCORING_INPUT_COLUMNS if c in present}
+
+
+def _json_series(column: str, values: list, name: str) -> pl.Series:
+    """One JSON column as the narrowest Polars type that holds every value exactly; values of
+    mixed kinds become text, which the contract then fails (and counts) in its dtype rule."""
+    kinds = {type(v) for v in values if v is not None}
+    if kinds & {dict, list}:
+        raise InputError(
+            f"{name}: column '{column}' holds nested JSON (objects or arrays); send one value per cell"
+        )
+    if not kinds:
+        return pl.Series(column, values, dtype=pl.Null)
+    for dtype, allowed in (
+        (pl.Int64, {int}),
+        (pl.Float64, {int, float}),
+        (pl.String, {str}),
+        (pl.Boolean, {bool}),
+    ):
+        if kinds <= allowed:
+            try:
+                return pl.Series(column, values, dtype=dtype, strict=True)
+            except (OverflowError, TypeError, pl.exceptions.PolarsError):
+                break  # an integer beyond 64 bits: as text, for the contract to refuse
+    text = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
+    return pl.Series(column, text, dtype=pl.String)
+
+
+def json_frame(source: Source) -> pl.DataFrame:
+    """A JSON batch (module docstring) as one frame of its scoring-input columns."""
+    document = _json_document(source)
+    name = _name(source)
+    if not isinstance(document, dict) or sum(k in document for k in JSON_LAYOUTS) != 1:
+        raise InputError(
+            f"{name}: a JSON batch is an object with exactly one of {', '.join(JSON_LAYOUTS)} (MLflow's layouts)"
+        )
+    if "dataframe_split" in document:
+        columns = _split_columns(document["dataframe_split"], name)
+    else:
+        columns = _records_columns(document["dataframe_records"], name)
+    del document  # the lists of values are all that is needed now
+    return pl.DataFrame([_json_series(c, values, name) for c, values in columns.items()])
+
+
+def _json_frames(source: Source, batch_rows: int) -> Iterator[pl.DataFrame]:
+    frame = json_frame(source)
+    for start in range(0, frame.height, batch_rows):
+        yield frame.slice(start, batch_rows)
 
 
 # --------------------------------------------------------------------------- either format
@@ -193,15 +326,18 @@ def _first_line(exc: Exception) -> str:
 def read_frames(
     source: Source, fmt: str, batch_rows: int, columns: list[str] | None = None
 ) -> tuple[Iterator[pl.DataFrame], int | None]:
-    """Stream a batch as frames (Parquet: of at most ``batch_rows`` rows; CSV: of its 16 MiB
-    blocks); returns (frames, total rows if known). ``fmt`` is ``.parquet`` or ``.csv``;
-    ``columns`` (default: every scoring-input column present) limits what is read."""
+    """Stream a batch as frames (Parquet and JSON: of at most ``batch_rows`` rows; CSV: of its
+    16 MiB blocks); returns (frames, total rows if known). ``fmt`` is ``.parquet``, ``.csv`` or
+    ``.json``; ``columns`` (default: every scoring-input column present) limits what is read
+    (JSON reads every scoring-input column it holds)."""
     if fmt == ".parquet":
         total, _ = parquet_rows(source)
         return _parquet_frames(source, batch_rows, columns), total
     if fmt == ".csv":
         return _csv_frames(source, _checked_header(source), columns), None
-    raise InputError(f"unsupported input format {fmt!r}; use .parquet or .csv")
+    if fmt == ".json":
+        return _json_frames(source, batch_rows), None
+    raise InputError(f"unsupported input format {fmt!r}; use .parquet, .csv or .json")
 
 
 def read_file(path: Path, batch_rows: int, columns: list[str] | None = None):

@@ -1,4 +1,4 @@
-"""Deployment: the door to the scorer, from the command line.
+"""Deployment: the door to the scorer, from the command line and over HTTP.
 
 The scoring logic lives in small modules, each with one job; this file puts them in
 front of users:
@@ -9,11 +9,18 @@ front of users:
     file_scoring.py  the streaming file scorer (chunks of whole flight dates)
     production.py    the production period (Sep-Dec) as daily batches from the warehouse
     ray_scoring.py   the same scorer on Ray Data, for clusters
+    api.py           the HTTP API (FastAPI): POST /predict and its health, model and metrics
+                     endpoints, over file_scoring.score_file (docs/api.md)
+
+The API is served as ``model_deploy:app``::
+
+    uvicorn model_deploy:app --app-dir mlops_pipeline/src --port 8000
 
 Command line (every error a user can cause prints one line and exits with status 2)::
 
     python mlops_pipeline/src/model_deploy.py score INPUT.parquet|csv OUTPUT.parquet \\
         [--engine local|ray] [--batch-rows N] [--batch-id NAME] [--no-persist] [--model-version V]
+    (INPUT may also be a .json batch in MLflow's dataframe_split or dataframe_records layout)
     python mlops_pipeline/src/model_deploy.py production   # score Sep-Dec as daily batches
 
 ``score`` stores the scored rows in the scored table by default (only rows it does not
@@ -31,6 +38,7 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import lake
+from api import create_app
 from batch_io import InputError, input_format
 from data_contract import ContractViolation
 from file_scoring import DEFAULT_BATCH_ROWS, ScoreFileResult, score_file
@@ -38,9 +46,12 @@ from model_artifact import ArtifactError
 from production import score_production
 from scoring import RESPONSE_COLUMNS, RequestConflict, Scorer, score
 
-__all__ = ["RESPONSE_COLUMNS", "Scorer", "main", "score", "score_file", "score_production"]
+__all__ = ["RESPONSE_COLUMNS", "Scorer", "app", "main", "score", "score_file", "score_production"]
 
 logger = logging.getLogger(__name__)
+
+# The ASGI app. Building it reads no settings and loads no model: its start-up does.
+app = create_app()
 
 # Errors a user can cause (bad input, no usable model, a reused name, a lake from an
 # older schema): one line on stderr and exit status 2, never a traceback.
@@ -57,7 +68,7 @@ USER_ERRORS = (
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Score flights with the saved model.")
     commands = parser.add_subparsers(dest="command", required=True)
-    score_cmd = commands.add_parser("score", help="score a Parquet or CSV file")
+    score_cmd = commands.add_parser("score", help="score a Parquet, CSV or JSON file")
     score_cmd.add_argument("input", type=Path)
     score_cmd.add_argument("output", type=Path)
     score_cmd.add_argument("--engine", choices=["local", "ray"], default="local")

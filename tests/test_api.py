@@ -487,3 +487,29 @@ def test_concurrent_requests_on_one_key_store_one_content(scorer, use_trained, o
     same = asyncio.run(_race(api.create_app(scorer), [parquet_bytes(first)] * 3, "same"))
     assert len({r.json()["batch_id"] for r in same}) == 1  # one answer, replayed to the others
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in same) == 2
+
+
+def test_a_request_scores_in_its_stored_days_and_counts_the_dates_without_one(
+    scorer, october, expected, tmp_path
+) -> None:
+    """The warehouse holds Oct 1 only: a random subset of Oct 1 scores as that whole day did;
+    Oct 2 is scored from the request alone, and the answer says how many rows that was."""
+    import dataclasses
+
+    import day_context
+    from data_contract import validate_scoring_input
+
+    first_day = october.filter(pl.col("day") == 1)
+    context = tmp_path / "day_context.parquet"
+    day_context.write_context(validate_scoring_input(first_day), context, "test")
+    with_context = dataclasses.replace(scorer, context=day_context.DayContext(context))
+    batch = pl.concat([first_day.sample(100, seed=3), october.filter(pl.col("day") == 2).head(50)])
+    with TestClient(api.create_app(with_context), raise_server_exceptions=False) as client:
+        response = _post(client, parquet_bytes(batch), PARQUET)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["batch_only_rows"] == 50 and response.headers["X-Batch-Only-Rows"] == "50"
+    predictions = pl.DataFrame(answer["predictions"])
+    assert predictions["context"].to_list() == ["warehouse"] * 100 + ["batch_only"] * 50
+    whole_day = predictions.head(100).join(expected.select(*sc.KEY_COLUMNS, "score"), on=sc.KEY_COLUMNS)
+    assert (whole_day["score"] - whole_day["score_right"]).abs().max() < 1e-9

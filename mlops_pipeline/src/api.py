@@ -226,6 +226,11 @@ class PredictResponse(BaseModel):
     unknown_categories: dict[str, int] = Field(
         description="rows with a category the model never saw, per column"
     )
+    batch_only_rows: int = Field(
+        0,
+        description="rows whose flight date the warehouse does not hold: their day features came "
+        "from this request's flights alone (per row: context = batch_only)",
+    )
     request_name: str | None = Field(None, description="the Idempotency-Key, when one was sent")
     scored_at: str
     predictions: list[dict[str, Any]] = Field(
@@ -595,6 +600,7 @@ async def _receive_and_score(
         "stored_rows": result.new_rows,
         "already_stored": result.already_stored,
         "unknown_categories": await run_in_threadpool(api_io.unknown_counts, output, scoring.UNKNOWN_FLAGS),
+        "batch_only_rows": await run_in_threadpool(api_io.batch_only_count, output),
         "request_name": key,
         "scored_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -629,6 +635,7 @@ def _headers(meta: dict[str, Any], replayed: bool) -> dict[str, str]:
         "X-Stored-Rows": str(meta["stored_rows"]),
         "X-Already-Stored": str(meta["already_stored"]),
         "X-Unknown-Categories": ",".join(f"{k}={v}" for k, v in meta["unknown_categories"].items()),
+        "X-Batch-Only-Rows": str(meta.get("batch_only_rows", 0)),
     }
     if replayed:
         headers["Idempotent-Replayed"] = "true"

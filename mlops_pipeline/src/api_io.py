@@ -255,6 +255,13 @@ def unknown_counts(rows: Path, flags: list[str]) -> dict[str, int]:
     return {flag.removeprefix("unknown_"): int(totals[flag] or 0) for flag in present}
 
 
+def batch_only_count(rows: Path) -> int:
+    """How many rows were scored without their stored day (``context = batch_only``)."""
+    if "context" not in pq.read_schema(rows).names:
+        return 0
+    return int(pl.scan_parquet(rows).select((pl.col("context") == "batch_only").sum()).collect().item())
+
+
 def _slices(rows: Path) -> Iterator[pl.DataFrame]:
     for batch in pq.ParquetFile(rows).iter_batches(batch_size=ANSWER_ROWS):
         yield pl.from_arrow(batch)

@@ -122,12 +122,11 @@ class DayContext:
         self.path = path or context_path()
 
     def rows_for(self, dates: pl.Series) -> pl.DataFrame:
-        """The stored flights of ``dates`` (empty, with the file's columns, when the file is
-        missing or holds none of them)."""
+        """The stored flights of ``dates`` (distinct dates; empty, with the file's columns, when
+        the file is missing or holds none of them)."""
         if not self.path.exists():
             return empty_context()
-        wanted = dates.unique().implode()
-        return pl.scan_parquet(self.path).filter(pl.col("flight_date").is_in(wanted)).collect()
+        return pl.scan_parquet(self.path).filter(pl.col("flight_date").is_in(dates.implode())).collect()
 
 
 def empty_context() -> pl.DataFrame:

@@ -322,11 +322,18 @@ def in_day_context(batch: pl.LazyFrame, context: pl.DataFrame | None) -> pl.Lazy
     date = pl.date("year", "month", "day")
     if context is None or context.is_empty():
         return batch.with_columns(pl.lit("batch_only").alias(CONTEXT))
-    known = context.get_column("flight_date").unique().implode()
-    flagged = batch.with_columns(
-        pl.when(date.is_in(known)).then(pl.lit("warehouse")).otherwise(pl.lit("batch_only")).alias(CONTEXT)
-    )
-    others = context.join(batch.select(FLIGHT_KEY).collect(), on=list(FLIGHT_KEY), how="anti")
+    keys = batch.select(*FLIGHT_KEY, date.alias("flight_date")).collect()
+    known = context.get_column("flight_date").unique()
+    if keys.get_column("flight_date").is_in(known.implode()).all():  # the common case: one literal
+        flagged = batch.with_columns(pl.lit("warehouse").alias(CONTEXT))
+    else:
+        flagged = batch.with_columns(
+            pl.when(date.is_in(known.implode()))
+            .then(pl.lit("warehouse"))
+            .otherwise(pl.lit("batch_only"))
+            .alias(CONTEXT)
+        )
+    others = context.join(keys.drop("flight_date"), on=list(FLIGHT_KEY), how="anti")
     if others.is_empty():  # the batch holds its dates whole (a daily run, a sorted file)
         return flagged
     others = others.drop("flight_date").with_columns(pl.lit(False).alias(IN_BATCH))

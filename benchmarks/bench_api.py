@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 import polars as pl
-from bench_scoring import DATA, REPO, machine_info, run_child, scoring_file
+from bench_scoring import DATA, REPO, context_file, machine_info, run_child, scoring_file
 
 RESULTS = REPO / "benchmarks" / "results_api.md"
 PARQUET = "application/vnd.apache.parquet"
@@ -71,10 +71,11 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_server(lake: Path, port: int, log: Path) -> subprocess.Popen:
+def start_server(lake: Path, port: int, log: Path, context: Path) -> subprocess.Popen:
     env = {
         **os.environ,
         "MLOPS_LAKE_DIR": str(lake),
+        "MLOPS_DAY_CONTEXT_PATH": str(context),
         "MLOPS_API_MAX_JSON_BYTES": str(4 << 30),
         "MLOPS_API_MAX_BODY_BYTES": str(4 << 30),
     }
@@ -94,10 +95,10 @@ def start_server(lake: Path, port: int, log: Path) -> subprocess.Popen:
     raise RuntimeError(f"uvicorn not ready in 300 s; see {log}")
 
 
-def upload(path: Path, content_type: str, accept: str, port: int, folder: Path) -> dict:
+def upload(path: Path, content_type: str, accept: str, port: int, folder: Path, context: Path) -> dict:
     """One POST /predict of ``path`` to a fresh server; the answer is kept as Parquet for the comparison."""
     lake = Path(tempfile.mkdtemp(prefix="bench-api-lake-", dir=folder))
-    server = start_server(lake, port, folder / "uvicorn.log")
+    server = start_server(lake, port, folder / "uvicorn.log", context)
     try:
         started = time.perf_counter()
         received = 0
@@ -135,11 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     parquet, _ = scoring_file(args.rows)
+    # the file's own day context, as bench_scoring reads it: the warehouse holds its schedule
+    context = context_file(parquet)
     csv_path, json_path = same_rows_as(parquet)
     folder = Path(tempfile.mkdtemp(prefix="bench-api-", dir=DATA))
     try:
         inproc_out = folder / "in_process.parquet"
-        inproc = run_child("e2e", str(parquet), str(inproc_out), "fast", "persist")
+        inproc = run_child("e2e", str(parquet), str(inproc_out), "fast", "persist", context=context)
         reference = pl.read_parquet(inproc_out)
         runs = {
             "API, Parquet upload, Parquet answer": (parquet, PARQUET, PARQUET),
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         results = {}
         for label, (path, content_type, accept) in runs.items():
             print(f"[bench_api] {label} ...", flush=True)
-            result = upload(path, content_type, accept, args.port, folder)
+            result = upload(path, content_type, accept, args.port, folder, context)
             answer = result.pop("scores")
             assert answer.height == reference.height
             result["max_diff"] = (answer["score"] - reference["score"]).abs().max()

@@ -280,3 +280,48 @@ def test_a_reused_name_and_an_old_lake_are_one_line_errors(use_trained, october,
     assert old.returncode == 2 and "Traceback" not in old.stderr, old.stderr
     errors = [line for line in old.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "does not match the dataset's schema" in errors[0], old.stderr
+
+
+def test_two_processes_under_one_name_with_other_rows_store_only_the_first(
+    use_trained, october, tmp_path
+) -> None:
+    """Two scorers started together under one request name, with different rows: one wins,
+    the other is refused before it stores anything (the name's lock spans check, score and
+    binding). Without it both passed the check, both stored, and one was refused after."""
+    files = []
+    for day in (1, 2):
+        october.filter(pl.col("day") == day).write_parquet(tmp_path / f"day{day}.parquet")
+        files.append(tmp_path / f"day{day}.parquet")
+    env = {**os.environ, "PYTHONPATH": str(SRC_DIR)}
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "model_deploy.py",
+                "score",
+                str(f),
+                str(tmp_path / f"{f.stem}.out.parquet"),
+                "--batch-id",
+                "same-name",
+            ],
+            env=env,
+            cwd=SRC_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for f in files
+    ]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "request name 'same-name' was already used for other rows" in loser
+    winner = files[[code for code, _ in results].index(0)]
+    stored = _stored()
+    assert stored.height == pl.read_parquet(winner).height
+    assert (
+        stored.select(sc.KEY_COLUMNS)
+        .sort(sc.KEY_COLUMNS)
+        .equals(pl.read_parquet(winner).select(sc.KEY_COLUMNS).sort(sc.KEY_COLUMNS))
+    )

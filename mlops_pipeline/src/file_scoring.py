@@ -150,6 +150,7 @@ def check_request_name(path: Path, name: str, batch_rows: int) -> None:
         raise scoring.request_conflict(name, stored, digest)
 
 
+@scoring.one_request_per_name
 def score_file(
     input_path: Path,
     output_path: Path,

@@ -256,6 +256,7 @@ def actor_cpus(num_actors: int) -> float:
 # --------------------------------------------------------------------------- the run
 
 
+@scoring.one_request_per_name
 def score_file_ray(
     input_path: Path,
     output_path: Path,

@@ -37,12 +37,14 @@ rows is a :class:`RequestConflict`; reusing it for the same rows is a harmless r
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -71,6 +73,7 @@ RESPONSE_COLUMNS = [*KEY_COLUMNS, "score", "label", "model_version", fe.CONTEXT,
 CONTEXT_DIGEST = day_context.CONTEXT_DIGEST
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+T = TypeVar("T")
 
 
 class RequestConflict(ValueError):
@@ -341,6 +344,30 @@ def register_request(name: str, content: ContentDigest) -> None:
         lake.write_batch(REQUESTS_DATASET, valid_request_name(name), table)
     except lake.BatchConflict:
         raise request_conflict(name, registered_content(name) or "?", digest) from None
+
+
+def request_lock(name: str) -> FileLock:
+    """The lock one request name is used under, from its content check to its binding."""
+    folder = lake.dataset_dir(REQUESTS_DATASET)
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / f".{valid_request_name(name)}.lock"))
+
+
+def one_request_per_name(score: Callable[..., T]) -> Callable[..., T]:
+    """Run a scorer with a ``request_name`` keyword under that name's lock (any process on
+    this file system): two requests under one name run one after the other, so the second
+    sees the first's binding and, with other rows, is refused before it scores or stores
+    anything. Without the lock both would pass the check, both would store their rows, and
+    only then would one of them be refused."""
+
+    @functools.wraps(score)
+    def locked(*args: Any, request_name: str | None = None, **kwargs: Any) -> T:
+        if request_name is None:
+            return score(*args, request_name=None, **kwargs)
+        with request_lock(request_name):
+            return score(*args, request_name=request_name, **kwargs)
+
+    return locked
 
 
 def request_conflict(name: str, stored: str, digest: str) -> RequestConflict:

@@ -231,9 +231,7 @@ def test_a_flight_sent_twice_is_a_contract_violation(scorer, sep_dec) -> None:
 def test_training_features_are_those_of_the_warehouse_alone(raw_frame) -> None:
     """In training the batch is the warehouse: the day context adds no flight and changes no value."""
     checked = validate_raw(raw_frame.filter(pl.col("month") == 3))
-    context = checked.select(fe.CONTEXT_COLUMNS).with_columns(
-        pl.date("year", "month", "day").alias("flight_date")
-    )
+    context = fe.context_of(checked)
     lf = checked.lazy().pipe(fe.drop_leakage)
     with_context = fe.collect(lf.pipe(fe.in_day_context, context).pipe(fe.engineer).pipe(fe.batch_rows))
     alone = fe.collect(lf.with_columns(pl.lit(True).alias(fe.IN_BATCH)).pipe(fe.engineer).pipe(fe.batch_rows))

@@ -58,11 +58,8 @@ def context_rows(valid: pl.DataFrame) -> pl.DataFrame:
     """The context rows of validated scoring-input rows: ``flight_date``, the context
     columns and each flight's row digest, sorted by date (what the file stores)."""
     return (
-        valid.select(fe.CONTEXT_COLUMNS)
-        .with_columns(
-            pl.date("year", "month", "day").alias("flight_date"),
-            pl.Series(DIGEST_COLUMN, row_digests(valid), dtype=pl.UInt64),
-        )
+        fe.context_of(valid)
+        .with_columns(pl.Series(DIGEST_COLUMN, row_digests(valid), dtype=pl.UInt64))
         .sort("flight_date", maintain_order=True)
     )
 

@@ -340,6 +340,11 @@ def in_day_context(batch: pl.LazyFrame, context: pl.DataFrame | None) -> pl.Lazy
     return pl.concat([flagged, others.lazy()], how="diagonal_relaxed")
 
 
+def context_of(flights: pl.DataFrame) -> pl.DataFrame:
+    """What a day context holds of each stored flight: ``flight_date`` and ``CONTEXT_COLUMNS``."""
+    return flights.select(CONTEXT_COLUMNS).with_columns(pl.date("year", "month", "day").alias("flight_date"))
+
+
 def batch_rows(lf: pl.LazyFrame) -> pl.LazyFrame:
     """Back from a day's context to the batch's own rows, in the batch's order."""
     return lf.filter(pl.col(IN_BATCH)).drop(IN_BATCH)
@@ -432,9 +437,7 @@ def build_datasets(raw: pl.LazyFrame | None = None) -> Datasets:
     checked = validate_raw(raw)  # a ContractViolation names column, rule and row count
     # the same day context as scoring; the batch is the whole warehouse, so it replaces every
     # stored flight and the context adds none (the features are those of the batch alone)
-    context = checked.select(CONTEXT_COLUMNS).with_columns(
-        pl.date("year", "month", "day").alias("flight_date")
-    )
+    context = context_of(checked)
     # target first: it needs arr_delay, which drop_leakage removes before any feature is built
     engineered = collect(
         checked.lazy()

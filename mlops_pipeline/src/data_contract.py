@@ -642,7 +642,6 @@ def _contract(name: str) -> _Contract:
         for c in columns
     }
     rules = [r for c in columns for r in (*specs[c].values, *relations.get(c, ()))]
-    frame_checks, frame_rules = [], {}
     # one row per flight in the warehouse and in every batch: in a batch, a flight sent twice
     # would count twice in its day's congestion and shift the other flights' scores
     unique = _unique_key_rule(
@@ -651,8 +650,8 @@ def _contract(name: str) -> _Contract:
         else "one row per flight; a flight sent twice would count twice in its day's context"
     )
     rules.append(unique)
-    frame_checks.append(unique.check)
-    frame_rules["unique"] = (_KEY_LABEL, unique.check.description)
+    frame_checks = [unique.check]
+    frame_rules = {"unique": (_KEY_LABEL, unique.check.description)}
     schema = pa.DataFrameSchema(schema_columns, checks=frame_checks, name=name)
     screens = (*(_null_fails(c) for c in columns if not specs[c].nullable), *(r.fails for r in rules))
     return _Contract(name, columns, schema, name != "raw", frame_rules, screens)

@@ -593,14 +593,15 @@ async def _receive_and_score(
     )
     service.metrics.rows_scored.labels(kind).inc(result.rows)
     service.metrics.rows_stored.inc(result.new_rows)
+    unknown, batch_only = await run_in_threadpool(api_io.answer_counts, output, scoring.UNKNOWN_FLAGS)
     meta = {
         "batch_id": f"b{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(6)}",
         "model_version": result.model_version,
         "n_rows": result.rows,
         "stored_rows": result.new_rows,
         "already_stored": result.already_stored,
-        "unknown_categories": await run_in_threadpool(api_io.unknown_counts, output, scoring.UNKNOWN_FLAGS),
-        "batch_only_rows": await run_in_threadpool(api_io.batch_only_count, output),
+        "unknown_categories": unknown,
+        "batch_only_rows": batch_only,
         "request_name": key,
         "scored_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

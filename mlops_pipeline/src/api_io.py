@@ -246,20 +246,20 @@ def extract_file_part(body: Path, boundary: bytes, folder: Path, json_cap: int) 
 # --------------------------------------------------------------------------- the answer
 
 
-def unknown_counts(rows: Path, flags: list[str]) -> dict[str, int]:
-    """How many rows had an unseen category, per categorical column (its unknown_<column> flag)."""
-    present = [f for f in flags if f in pq.read_schema(rows).names]
-    if not present:
-        return {}
-    totals = pl.scan_parquet(rows).select(pl.col(present).cast(pl.Int64).sum()).collect().row(0, named=True)
-    return {flag.removeprefix("unknown_"): int(totals[flag] or 0) for flag in present}
-
-
-def batch_only_count(rows: Path) -> int:
-    """How many rows were scored without their stored day (``context = batch_only``)."""
-    if "context" not in pq.read_schema(rows).names:
-        return 0
-    return int(pl.scan_parquet(rows).select((pl.col("context") == "batch_only").sum()).collect().item())
+def answer_counts(rows: Path, flags: list[str]) -> tuple[dict[str, int], int]:
+    """In one pass over the answer's rows: how many had an unseen category, per categorical
+    column (its unknown_<column> flag), and how many were scored without their stored day
+    (``context = batch_only``)."""
+    names = pq.read_schema(rows).names
+    present = [f for f in flags if f in names]
+    sums = [pl.col(present).cast(pl.Int64).sum()] if present else []
+    if "context" in names:
+        sums.append((pl.col("context") == "batch_only").sum().alias("_batch_only"))
+    if not sums:
+        return {}, 0
+    totals = pl.scan_parquet(rows).select(sums).collect().row(0, named=True)
+    unknown = {flag.removeprefix("unknown_"): int(totals[flag] or 0) for flag in present}
+    return unknown, int(totals.get("_batch_only") or 0)
 
 
 def _slices(rows: Path) -> Iterator[pl.DataFrame]:

@@ -221,16 +221,11 @@ def context_file(path: Path) -> Path:
 
     target = path.with_suffix(".context.parquet")
     stamp = (pq.read_metadata(path).metadata or {}).get(b"bench_source_sha256", b"").decode()
-    if day_context.file_stamp(target) == stamp:
+    if day_context.is_current(target, stamp):
         return target
     source = pq.ParquetFile(path)
-    parts = (
-        day_context.context_rows(validate_scoring_input(pl.from_arrow(source.read_row_group(i)))).to_arrow()
-        for i in range(source.num_row_groups)
-    )
-    write_parquet_parts(
-        target, parts, {day_context.STAMP_KEY.decode(): stamp}, day_context.ROW_GROUP_ROWS, "lz4"
-    )
+    parts = (validate_scoring_input(pl.from_arrow(source.read_row_group(i))) for i in range(source.num_row_groups))
+    day_context.write_context(parts, target, stamp)
     return target
 
 

@@ -315,3 +315,68 @@ def test_the_context_is_rebuilt_after_a_new_load_only(small_csv, raw_lines, tmp_
     stored = pl.read_parquet(again.path)
     assert stored["flight_date"].is_sorted()
     assert set(stored.columns) == {*fe.CONTEXT_COLUMNS, "flight_date", sc.DIGEST_COLUMN}
+
+
+def test_a_batch_that_holds_its_dates_whole_reads_none_of_their_stored_rows(scorer, sep_dec) -> None:
+    """A whole day (even with a changed flight) has the stored count and key fingerprint, so
+    the scorer reads no stored row for it; a day held in part is read, and both score as in
+    the production run."""
+    whole, part = _one_day(sep_dec, 15), _one_day(sep_dec, 16)
+    flight = _a_morning_flight(whole)
+    changed = pl.concat([whole.join(flight.select(KEY), on=KEY, how="anti"), _moved_to_1830(whole, flight)])
+    batch = pl.concat([changed, part.head(40)])
+    context = scorer.context.for_batch(validate_scoring_input(batch))
+    assert sorted(context.known.to_list()) == [date(2013, 10, 15), date(2013, 10, 16)]
+    assert context.rows["flight_date"].unique().to_list() == [date(2013, 10, 16)]
+    assert context.rows.height == part.height
+    # the shortcut changes nothing: the same batch against the stored rows of both dates
+    read_all = fe.in_day_context(validate_scoring_input(batch).lazy(), scorer.context.rows_for(context.known))
+    shortcut = fe.in_day_context(validate_scoring_input(batch).lazy(), context.rows, context.known)
+    engineered = [fe.collect(m.pipe(fe.day_features, scorer.state)) for m in (read_all, shortcut)]
+    assert engineered[0].equals(engineered[1])
+    assert engineered[1]["sched_dep_min"][changed.height - 1] == 18 * 60 + 30  # the moved flight
+
+
+def test_a_whole_day_count_with_one_other_flight_is_not_taken_for_the_day(scorer, sep_dec) -> None:
+    """Same number of flights, one of them unknown to the warehouse: the fingerprint differs,
+    so the stored day is read and the left-out stored flight stays in the context."""
+    day = _one_day(sep_dec)
+    swapped = pl.concat([day.head(day.height - 1), day.head(1).with_columns(pl.lit(9999).alias("flight"))])
+    context = scorer.context.for_batch(validate_scoring_input(swapped))
+    assert context.rows.height == day.height
+    alone = _features(swapped, scorer)
+    assert (alone["origin_day_departures"].max()) == (
+        pl.concat([day, swapped.tail(1)]).group_by("origin").len()["len"].max()
+    )
+
+
+def test_fingerprints_of_another_polars_version_are_not_trusted(sep_dec, tmp_path, monkeypatch) -> None:
+    """The key hash is stable within one Polars version only: a file written by another
+    version has its dates read in full (still correct, only slower)."""
+    valid = validate_scoring_input(_one_day(sep_dec))
+    path = tmp_path / "context.parquet"
+    day_context.write_context(valid, path, "t")
+    days = day_context.stored_days(path)
+    assert days["flights"].to_list() == [valid.height] and days["key_sum"].null_count() == 0
+    assert day_context.DayContext(path).for_batch(valid).rows.is_empty()
+    monkeypatch.setattr(pl, "__version__", "0.0.0")
+    assert day_context.stored_days(path)["key_sum"].null_count() == 1
+    assert day_context.DayContext(path).for_batch(valid).rows.height == valid.height
+
+
+def test_a_context_file_without_fingerprints_is_rebuilt(small_csv, tmp_path) -> None:
+    from warehouse import load_raw_csv
+
+    load_raw_csv(small_csv)
+    built = day_context.refresh()
+    table = pl.read_parquet(built.path).to_arrow()
+    stamp = day_context.file_stamp(built.path)
+    import pyarrow.parquet as pq
+
+    pq.write_table(table.replace_schema_metadata({day_context.STAMP_KEY: stamp.encode()}), built.path)
+    assert not day_context.is_current(built.path, stamp)
+    assert day_context.DayContext(built.path).for_batch(
+        validate_scoring_input(pl.read_csv(small_csv, null_values="NA", infer_schema_length=None).select(SCORING_INPUT_COLUMNS))
+    ).rows.height == built.rows  # no fingerprints: every date is read
+    again = day_context.refresh()
+    assert again.rebuilt and day_context.is_current(again.path, stamp)

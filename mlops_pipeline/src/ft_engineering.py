@@ -309,21 +309,27 @@ def add_weather_context(lf: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def in_day_context(batch: pl.LazyFrame, context: pl.DataFrame | None) -> pl.LazyFrame:
+def in_day_context(
+    batch: pl.LazyFrame, context: pl.DataFrame | None, known: pl.Series | None = None
+) -> pl.LazyFrame:
     """The batch's flights (``IN_BATCH`` true), then the ``context`` flights of the same dates
     that the batch does not carry (one flight key, one row: the batch's row wins). Each batch
-    row gets ``CONTEXT``: ``warehouse`` when the context holds its date, else ``batch_only``.
+    row gets ``CONTEXT``: ``warehouse`` when its date is ``known``, else ``batch_only``.
 
-    ``context``: the stored flights of the batch's dates (``day_context.DayContext.rows_for``),
-    with ``flight_date`` and at least the ``CONTEXT_COLUMNS``; its other columns are carried
-    along, null in the batch's rows unless the batch has them. Flights of other dates would
-    only cost time: the day windows never reach across dates."""
+    ``context``: stored flights of the batch's dates, with ``flight_date`` and at least the
+    ``CONTEXT_COLUMNS``; its other columns are carried along, null in the batch's rows unless
+    the batch has them. ``known``: the batch dates the warehouse holds, when ``context`` leaves
+    out the dates the batch holds whole (``day_context.DayContext.for_batch``); by default the
+    dates of ``context``. Flights of other dates would only cost time: the day windows never
+    reach across dates."""
     batch = batch.with_columns(pl.lit(True).alias(IN_BATCH))
     date = pl.date("year", "month", "day")
-    if context is None or context.is_empty():
+    if known is None:
+        known = pl.Series("flight_date", [], dtype=pl.Date) if context is None else context.get_column("flight_date")
+    if known.is_empty():
         return batch.with_columns(pl.lit("batch_only").alias(CONTEXT))
     keys = batch.select(*FLIGHT_KEY, date.alias("flight_date")).collect()
-    known = context.get_column("flight_date").unique()
+    known = known.unique()
     if keys.get_column("flight_date").is_in(known.implode()).all():  # the common case: one literal
         flagged = batch.with_columns(pl.lit("warehouse").alias(CONTEXT))
     else:
@@ -333,8 +339,10 @@ def in_day_context(batch: pl.LazyFrame, context: pl.DataFrame | None) -> pl.Lazy
             .otherwise(pl.lit("batch_only"))
             .alias(CONTEXT)
         )
+    if context is None or context.is_empty():  # the batch holds its known dates whole
+        return flagged
     others = context.join(keys.drop("flight_date"), on=list(FLIGHT_KEY), how="anti")
-    if others.is_empty():  # the batch holds its dates whole (a daily run, a sorted file)
+    if others.is_empty():
         return flagged
     others = others.drop("flight_date").with_columns(pl.lit(False).alias(IN_BATCH))
     return pl.concat([flagged, others.lazy()], how="diagonal_relaxed")

@@ -144,13 +144,12 @@ def prepare(
     batch's dates (``day_context``), the model's matrix."""
     frame = pl.from_arrow(batch) if isinstance(batch, pa.Table) else batch
     valid = validate_scoring_input(frame)
-    dates = valid.select(pl.date("year", "month", "day").unique()).to_series()
-    context = scorer.context.rows_for(dates)
+    context = scorer.context.for_batch(valid)
     digests = context_digests = None
     if with_digests:
         digests = row_digests(valid)
         valid = valid.with_columns(pl.Series(DIGEST_COLUMN, digests, dtype=pl.UInt64))
-    merged = fe.in_day_context(valid.lazy(), context)
+    merged = fe.in_day_context(valid.lazy(), context.rows, context.known)
     if with_digests:  # every flight of the merged day carries its row digest (the stored ones from the file)
         merged_rows = merged.collect()
         context_digests = day_context.context_digests(merged_rows)

@@ -76,9 +76,20 @@ def row_digests(valid: pl.DataFrame) -> np.ndarray:
     FNV-1a over 64-bit words (every scoring-input column in contract order), then the
     splitmix64 finaliser. Each step is a bijection of the running value, so two rows that
     differ in one column never share a digest; the finaliser spreads every input bit."""
-    digest = np.full(valid.height, _SEED, dtype=np.uint64)
-    for name in SCORING_INPUT_COLUMNS:
-        digest ^= _value_words(valid.get_column(name))
+    return _fnv_words(valid, SCORING_INPUT_COLUMNS, _SEED)
+
+
+def frame_digests(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
+    """The digest of each row of ``frame`` over ``columns`` (as typed), as :func:`row_digests`
+    does it; the seed covers the column names and types, so other columns never collide."""
+    seed = _blake64(DIGEST_SCHEME + "|frame|" + "|".join(f"{c}:{frame.schema[c]}" for c in columns))
+    return _fnv_words(frame, columns, np.uint64(seed))
+
+
+def _fnv_words(frame: pl.DataFrame, columns: list[str], seed: np.uint64) -> np.ndarray:
+    digest = np.full(frame.height, seed, dtype=np.uint64)
+    for name in columns:
+        digest ^= _value_words(frame.get_column(name))
         digest *= _PRIME
     return _splitmix(digest)
 

@@ -35,7 +35,9 @@ from typing import Any
 
 import polars as pl
 
+import history
 from data_contract import FLIGHT_KEY, LEAKAGE_COLUMNS, validate_raw
+from history import HISTORY_FEATURES, HistoryTables
 from settings import get_settings
 from warehouse import connect
 
@@ -43,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 # Bump when a feature's definition changes: a model trained under another version is refused
 # at load time instead of silently scoring features it never saw.
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 TARGET = "is_disrupted"
 DELAY_THRESHOLD_MIN = 15  # US DOT: arriving 15+ minutes late is "not on time"
 # The columns of *other* flights that a flight's day features read (the schedule context and
@@ -96,6 +98,8 @@ NUMERIC_FEATURES = [
     # schedule congestion and aircraft rotation
     "origin_hour_departures", "origin_day_departures", "carrier_origin_day_departures",
     "tail_leg_number", "tail_legs_today", "mins_since_prev_leg",
+    # outcomes known at the run's cut-off: recent disruption rates (``history``)
+    *HISTORY_FEATURES,
 ]  # fmt: skip
 FEATURES = [*NUMERIC_FEATURES, *CATEGORICAL_FEATURES]
 FREEZING_F = 34  # at or below this (deg F) precipitation falls as snow or freezing rain
@@ -393,15 +397,29 @@ def encode(lf: pl.LazyFrame, state: FeatureState) -> pl.LazyFrame:
     return lf.with_columns(exprs)
 
 
-def features(lf: pl.LazyFrame, state: FeatureState, context: pl.DataFrame | None = None) -> pl.LazyFrame:
+def features(
+    lf: pl.LazyFrame,
+    state: FeatureState,
+    context: pl.DataFrame | None = None,
+    outcomes: HistoryTables | None = None,
+) -> pl.LazyFrame:
     """Scoring-time features for a batch of scoring-input rows, inside its dates' ``context``
-    (``in_day_context``; None: the batch is its own context): the model's columns plus flags."""
-    return lf.pipe(drop_leakage).pipe(in_day_context, context).pipe(day_features, state)
+    (``in_day_context``; None: the batch is its own context) and with the outcome history
+    ``outcomes`` of its dates (None: no history): the model's columns plus flags."""
+    return lf.pipe(drop_leakage).pipe(in_day_context, context).pipe(day_features, state, outcomes)
 
 
-def day_features(merged: pl.LazyFrame, state: FeatureState) -> pl.LazyFrame:
-    """The features of the batch's rows of ``in_day_context``'s output, in the batch's order."""
-    return merged.pipe(engineer).pipe(batch_rows).pipe(encode, state)
+def day_features(merged: pl.LazyFrame, state: FeatureState, outcomes: HistoryTables | None = None) -> pl.LazyFrame:
+    """The features of the batch's rows of ``in_day_context``'s output, in the batch's order,
+    with their dates' outcome history (``history.add_history``; None: none known)."""
+    return merged.pipe(engineer).pipe(batch_rows).pipe(with_history, outcomes).pipe(encode, state)
+
+
+def with_history(lf: pl.LazyFrame, outcomes: HistoryTables | None) -> pl.LazyFrame:
+    if outcomes is None:
+        dates = lf.select(pl.col("flight_date").unique()).collect().to_series()
+        outcomes = history.history_tables(history.prepare_outcomes(history.empty_outcomes()), dates)
+    return history.add_history(lf, outcomes)
 
 
 def collect(lf: pl.LazyFrame) -> pl.DataFrame:
@@ -439,6 +457,13 @@ def split_by_date(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
     }
 
 
+def warehouse_history(checked: pl.DataFrame) -> HistoryTables:
+    """The outcome history of every warehouse date, from the warehouse's own flights as
+    outcomes (what the ``actuals`` dataset holds for scoring), with the scoring cut-off."""
+    outcomes = history.prepare_outcomes(checked.lazy().pipe(add_target).collect())
+    return history.history_tables(outcomes, outcomes.get_column("flight_date"))
+
+
 def build_datasets(raw: pl.LazyFrame | None = None) -> Datasets:
     """Raw -> contract check -> engineered features + target -> time splits; state fitted on train only."""
     raw = scan_raw() if raw is None else raw
@@ -454,6 +479,7 @@ def build_datasets(raw: pl.LazyFrame | None = None) -> Datasets:
         .pipe(in_day_context, context)
         .pipe(engineer)
         .pipe(batch_rows)
+        .pipe(with_history, warehouse_history(checked))
     )
     parts = split_by_date(engineered)
     state = fit_state(parts["train"])

@@ -32,12 +32,16 @@ def production_days(dates: pl.Series) -> list[date]:
     return sorted(dates.filter(dates.is_between(start, end)).unique().to_list())
 
 
-def write_actuals(raw: pl.DataFrame, day: date) -> lake.WriteResult:
-    """The outcomes of one day's flights (labels arrive after the flights), keyed by flight."""
+def write_actuals(raw: pl.DataFrame, name: str) -> lake.WriteResult:
+    """The outcomes of flights (labels arrive after the flights), keyed by flight, with the
+    route and schedule the outcome history needs (``history.OUTCOME_COLUMNS``)."""
     outcomes = (
         fe.add_target(raw.lazy())
         .select(
             *KEY_COLUMNS,
+            "dest",
+            "sched_dep_time",
+            "sched_arr_time",
             pl.date("year", "month", "day").alias("flight_date"),
             pl.col("dep_time").is_null().alias("cancelled"),
             (pl.col("dep_time").is_not_null() & pl.col("arr_delay").is_null()).alias("diverted"),
@@ -46,7 +50,7 @@ def write_actuals(raw: pl.DataFrame, day: date) -> lake.WriteResult:
         )
         .collect()
     )
-    return lake.write_batch(ACTUALS_DATASET, f"actuals-{day}", outcomes.to_arrow())
+    return lake.write_batch(ACTUALS_DATASET, name, outcomes.to_arrow())
 
 
 def score_production(scorer: Scorer | None = None, progress: bool = True) -> dict[str, int]:
@@ -58,11 +62,17 @@ def score_production(scorer: Scorer | None = None, progress: bool = True) -> dic
     raw = fe.scan_raw().collect()
     dates = flight_dates(raw)
     counts = {"days": 0, "rows": 0, "new_rows": 0, "new_batches": 0}
-    for day in tqdm(production_days(dates), desc="daily batches", disable=not progress):
+    days = production_days(dates)
+    # the outcomes of every flight before the period are in when it starts (its first day's
+    # history); after that, each day's outcomes are published once it is scored
+    before = f"actuals-before-{days[0]}" if days else None
+    if before and not lake.has_batch(ACTUALS_DATASET, before):
+        write_actuals(raw.filter(dates < days[0]), before)
+    for day in tqdm(days, desc="daily batches", disable=not progress):
         flights = raw.filter(dates == day)
         _, stored = scoring.score_and_persist(flights.select(SCORING_INPUT_COLUMNS), scorer)
         if not lake.has_batch(ACTUALS_DATASET, f"actuals-{day}"):
-            write_actuals(flights, day)
+            write_actuals(flights, f"actuals-{day}")
         counts["days"] += 1
         counts["rows"] += flights.height
         counts["new_rows"] += stored.new_rows

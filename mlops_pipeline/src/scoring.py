@@ -54,9 +54,11 @@ from filelock import FileLock
 
 import day_context
 import ft_engineering as fe
+import history
 import lake
 from data_contract import FLIGHT_KEY, validate_scoring_input
 from digests import DIGEST_COLUMN, DIGEST_SCHEME, ContentDigest, combine_digests, row_digests
+from history import HISTORY_FLAG, History
 from model_artifact import ArtifactError, ModelArtifact, load_artifact
 from settings import get_settings
 from warehouse import connect
@@ -69,7 +71,7 @@ REQUESTS_DATASET = "requests"
 LATEST_VIEW = "scored_latest"
 UNKNOWN_FLAGS = [f"unknown_{c}" for c in fe.CATEGORICAL_FEATURES]
 KEY_COLUMNS = list(FLIGHT_KEY)
-RESPONSE_COLUMNS = [*KEY_COLUMNS, "score", "label", "model_version", fe.CONTEXT, *UNKNOWN_FLAGS]
+RESPONSE_COLUMNS = [*KEY_COLUMNS, "score", "label", "model_version", fe.CONTEXT, HISTORY_FLAG, *UNKNOWN_FLAGS]
 CONTEXT_DIGEST = day_context.CONTEXT_DIGEST
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -91,6 +93,7 @@ class Scorer:
     predict: Predictor
     backend: str = "lightgbm"
     context: day_context.DayContext = field(default_factory=day_context.DayContext)
+    history: History = field(default_factory=History)
     state: fe.FeatureState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -154,11 +157,17 @@ def prepare(
         merged_rows = merged.collect()
         context_digests = day_context.context_digests(merged_rows)
         merged = merged_rows.lazy()
+    outcomes = scorer.history.tables_for(valid.select(pl.date("year", "month", "day").unique()).to_series())
     # only what the response and the scored table use: the batch's other columns (strings
     # among them) are then never carried through the feature joins
     engineered = fe.collect(
-        fe.day_features(merged, scorer.state).select("flight_date", *fe.FEATURES, fe.CONTEXT, *UNKNOWN_FLAGS)
+        fe.day_features(merged, scorer.state, outcomes).select(
+            "flight_date", *fe.FEATURES, fe.CONTEXT, HISTORY_FLAG, *UNKNOWN_FLAGS
+        )
     )
+    if with_digests:  # a score depends on the day it was scored in and the history it saw
+        history_digests = history.digests_of(outcomes, engineered.get_column("flight_date"))
+        context_digests = combine_digests(context_digests, history_digests)
     return Prepared(valid.select(KEY_COLUMNS), engineered, fe.to_matrix(engineered), digests, context_digests)
 
 
@@ -180,7 +189,7 @@ def finish(prepared: Prepared, scorer: Scorer, *, with_features: bool = False) -
         if prepared.digests is None:
             raise ValueError("prepare(..., with_digests=True) is needed to keep the row digests")
         features = [c for c in fe.FEATURES if c not in KEY_COLUMNS]
-        kept = ["flight_date", *features, *UNKNOWN_FLAGS, "score", "label", "model_version", fe.CONTEXT]
+        kept = ["flight_date", *features, *UNKNOWN_FLAGS, "score", "label", "model_version", fe.CONTEXT, HISTORY_FLAG]
         result = result.with_columns(
             pl.Series(DIGEST_COLUMN, prepared.digests, dtype=pl.UInt64),
             pl.Series(CONTEXT_DIGEST, prepared.context_digests, dtype=pl.UInt64),

@@ -3,8 +3,9 @@
 # Two stages. "train" loads Base_de_datos.csv into a warehouse, trains the model and
 # compiles and verifies its lleaves twin, exactly as ./setup.sh does; "serve" gets only
 # what serving needs from it: the model artifact, its compiled object, the day context of
-# the loaded schedule (day_context.py; 6.5 MB), the source of mlops_pipeline/src and
-# requirements-serving.txt.
+# the loaded schedule (day_context.py; 6.5 MB), the loaded flights' outcomes as the history
+# the history features read (history.py; MLOPS_ACTUALS_DIR, or mount the company's actuals
+# there), the source of mlops_pipeline/src and requirements-serving.txt.
 # Training here rather than copying an artifact in: the image builds from a clean checkout
 # with nothing else (CI and the certification stage have no artifacts/), and training is
 # deterministic, so the image's model version is the one ./setup.sh gives on the same data.
@@ -41,6 +42,7 @@ ENV MLOPS_ARTIFACTS_DIR=/build/artifacts \
 RUN python -c "from pathlib import Path; from warehouse import load_raw_csv; load_raw_csv(Path('Base_de_datos.csv'))" \
     && python -c "import day_context; print(day_context.refresh())" \
     && python mlops_pipeline/src/model_training_evaluation.py \
+    && python -c "import production; print(production.publish_warehouse_outcomes())" \
     && python -c "from scoring import Scorer; s = Scorer.load(); print('model', s.version, 'backend', s.backend)"
 
 FROM base AS serve
@@ -53,8 +55,10 @@ COPY --from=train /build/artifacts/models/ artifacts/models/
 COPY --from=train --chown=10001 /build/artifacts/compiled/ artifacts/compiled/
 # each stored flight's day-context columns: a request's flights score in their whole day
 COPY --from=train /build/lake/day_context/day_context.parquet day_context.parquet
+COPY --from=train /build/lake/actuals/ actuals/
 ENV MLOPS_ARTIFACTS_DIR=/app/artifacts \
     MLOPS_DAY_CONTEXT_PATH=/app/day_context.parquet \
+    MLOPS_ACTUALS_DIR=/app/actuals \
     MLOPS_LAKE_DIR=/data/lake \
     PORT=8000
 # the scored table, the kept answers and the upload spool: mount a volume to keep them

@@ -224,7 +224,9 @@ def context_file(path: Path) -> Path:
     if day_context.is_current(target, stamp):
         return target
     source = pq.ParquetFile(path)
-    parts = (validate_scoring_input(pl.from_arrow(source.read_row_group(i))) for i in range(source.num_row_groups))
+    parts = (
+        validate_scoring_input(pl.from_arrow(source.read_row_group(i))) for i in range(source.num_row_groups)
+    )
     day_context.write_context(parts, target, stamp)
     return target
 

@@ -26,9 +26,12 @@ from settings import get_settings
 
 
 @pytest.fixture(scope="module")
-def scorer(trained) -> sc.Scorer:
+def scorer(trained, tmp_path_factory) -> sc.Scorer:
+    """The session's model, reading the day context and outcome history of an empty lake
+    (module fixtures start before each test's own settings)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_ARTIFACTS_DIR", str(trained[2]))
+        mp.setenv("MLOPS_LAKE_DIR", str(tmp_path_factory.mktemp("api-lake")))
         get_settings.cache_clear()
         loaded = sc.Scorer.load()
     get_settings.cache_clear()

@@ -37,11 +37,13 @@ KEY = sc.KEY_COLUMNS
 
 @pytest.fixture
 def in_production(production_lake, use_trained, monkeypatch):
-    """Settings pointing at the production run's warehouse and day context (its lake is the
-    test's own, empty one: tests here that persist never touch the shared run)."""
+    """Settings pointing at the production run's warehouse, day context and published
+    outcomes (its lake is the test's own, empty one: tests here that persist never touch the
+    shared run)."""
     folder = production_lake.folder
     monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(folder / "warehouse.duckdb"))
     monkeypatch.setenv("MLOPS_DAY_CONTEXT_PATH", str(folder / "lake" / "day_context" / "day_context.parquet"))
+    monkeypatch.setenv("MLOPS_ACTUALS_DIR", str(folder / "lake" / "actuals"))  # the history it saw
     get_settings.cache_clear()
     yield folder
     get_settings.cache_clear()
@@ -233,8 +235,15 @@ def test_training_features_are_those_of_the_warehouse_alone(raw_frame) -> None:
     checked = validate_raw(raw_frame.filter(pl.col("month") == 3))
     context = fe.context_of(checked)
     lf = checked.lazy().pipe(fe.drop_leakage)
-    with_context = fe.collect(lf.pipe(fe.in_day_context, context).pipe(fe.engineer).pipe(fe.batch_rows))
-    alone = fe.collect(lf.with_columns(pl.lit(True).alias(fe.IN_BATCH)).pipe(fe.engineer).pipe(fe.batch_rows))
+    with_context = fe.collect(
+        lf.pipe(fe.in_day_context, context).pipe(fe.engineer).pipe(fe.batch_rows).pipe(fe.with_history, None)
+    )
+    alone = fe.collect(
+        lf.with_columns(pl.lit(True).alias(fe.IN_BATCH))
+        .pipe(fe.engineer)
+        .pipe(fe.batch_rows)
+        .pipe(fe.with_history, None)
+    )
     assert with_context.height == checked.height
     assert with_context.select(fe.FEATURES).equals(alone.select(fe.FEATURES))
 
@@ -375,8 +384,17 @@ def test_a_context_file_without_fingerprints_is_rebuilt(small_csv, tmp_path) -> 
 
     pq.write_table(table.replace_schema_metadata({day_context.STAMP_KEY: stamp.encode()}), built.path)
     assert not day_context.is_current(built.path, stamp)
-    assert day_context.DayContext(built.path).for_batch(
-        validate_scoring_input(pl.read_csv(small_csv, null_values="NA", infer_schema_length=None).select(SCORING_INPUT_COLUMNS))
-    ).rows.height == built.rows  # no fingerprints: every date is read
+    assert (
+        day_context.DayContext(built.path)
+        .for_batch(
+            validate_scoring_input(
+                pl.read_csv(small_csv, null_values="NA", infer_schema_length=None).select(
+                    SCORING_INPUT_COLUMNS
+                )
+            )
+        )
+        .rows.height
+        == built.rows
+    )  # no fingerprints: every date is read
     again = day_context.refresh()
     assert again.rebuilt and day_context.is_current(again.path, stamp)

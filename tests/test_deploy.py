@@ -19,6 +19,7 @@ import production as prod
 import scoring as sc
 from conftest import RAW_CSV, SRC_DIR
 from data_contract import SCORING_INPUT_COLUMNS, ContractViolation
+from settings import get_settings
 from warehouse import connect, load_raw_csv
 
 
@@ -103,10 +104,11 @@ def test_the_same_rows_again_add_nothing(scorer, raw_frame) -> None:
 
 
 def test_parity_training_daily_batches_and_file_scorer(
-    use_trained, production, real_datasets, raw_frame, tmp_path
+    use_trained, production, production_lake, real_datasets, raw_frame, tmp_path, monkeypatch
 ) -> None:
     """Training-time predictions, the daily production batches and the streaming file
-    scorer (multi-day chunks) give identical scores for every Sep-Dec flight."""
+    scorer (multi-day chunks, reading the outcomes the production run published) give
+    identical scores for every Sep-Dec flight."""
     first, _, scored, _ = production
     assert first == {"days": 122, "rows": 111_866, "new_rows": 111_866, "new_batches": 122}
     daily = scored.select(*sc.KEY_COLUMNS, pl.col("score").alias("daily"))
@@ -127,6 +129,8 @@ def test_parity_training_daily_batches_and_file_scorer(
 
     source = tmp_path / "production.parquet"
     raw_frame.filter(pl.col("month") >= 9).select(SCORING_INPUT_COLUMNS).write_parquet(source)
+    monkeypatch.setenv("MLOPS_ACTUALS_DIR", str(production_lake.folder / "lake" / "actuals"))
+    get_settings.cache_clear()
     result = fs.score_file(source, tmp_path / "out.parquet", batch_rows=20_000, persist=False, progress=False)
     assert result.rows == 111_866 and result.chunks > 3 and result.split_dates == 0
     streamed = pl.read_parquet(tmp_path / "out.parquet").select(

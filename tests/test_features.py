@@ -10,7 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import ft_engineering as fe
-from data_contract import FLIGHT_KEY
+from data_contract import FLIGHT_KEY, validate_raw
 
 
 def test_splits_are_in_time_order_without_overlap(real_datasets, raw_frame) -> None:
@@ -76,7 +76,10 @@ def test_state_round_trips_through_json(real_datasets) -> None:
 def test_one_day_batch_reproduces_the_training_features(raw_frame, real_datasets) -> None:
     """The row-dependent features (congestion, leg number, daily weather) are exact per day."""
     day = raw_frame.filter(pl.col("month") == 11, pl.col("day") == 27)
-    scored = fe.features(day.drop(fe.LEAKAGE_COLUMNS).lazy(), real_datasets.state).collect()
+    outcomes = fe.warehouse_history(validate_raw(raw_frame))  # the history training saw
+    scored = fe.features(
+        day.drop(fe.LEAKAGE_COLUMNS).lazy(), real_datasets.state, outcomes=outcomes
+    ).collect()
     expected = real_datasets.test.filter(pl.col("flight_date") == date(2013, 11, 27))
     key = list(FLIGHT_KEY)
     columns = list(dict.fromkeys(key + fe.FEATURES))

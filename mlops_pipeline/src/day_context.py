@@ -141,7 +141,9 @@ def stored_days(path: Path) -> pl.DataFrame:
         {
             "flight_date": pl.Series(meta["flight_date"], dtype=pl.Int32).cast(pl.Date),
             "flights": pl.Series(meta["flights"], dtype=pl.Int64),
-            "key_sum": pl.Series(meta["key_sum"] if comparable else [None] * len(meta["flights"]), dtype=pl.UInt64),
+            "key_sum": pl.Series(
+                meta["key_sum"] if comparable else [None] * len(meta["flights"]), dtype=pl.UInt64
+            ),
         }
     )
 
@@ -221,7 +223,9 @@ class DayContext:
         if days is None:
             return BatchContext(empty_context(), pl.Series("flight_date", [], dtype=pl.Date))
         batch = key_fingerprints(valid).join(days, on="flight_date", how="inner", suffix="_stored")
-        whole = (pl.col("flights") == pl.col("flights_stored")) & (pl.col("key_sum") == pl.col("key_sum_stored"))
+        whole = (pl.col("flights") == pl.col("flights_stored")) & (
+            pl.col("key_sum") == pl.col("key_sum_stored")
+        )
         partial = batch.filter(~whole.fill_null(False)).get_column("flight_date")
         rows = self.rows_for(partial) if partial.len() else empty_context()
         return BatchContext(rows, batch.get_column("flight_date"))

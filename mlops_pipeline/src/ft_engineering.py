@@ -118,6 +118,8 @@ class FeatureState:
     min_category_count: int = 30
     features: list[str] = field(default_factory=lambda: list(FEATURES))
     feature_version: int = FEATURE_VERSION
+    # the cut-off and windows the history features were built with (history.definition)
+    history: dict[str, Any] = field(default_factory=history.definition)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -329,7 +331,11 @@ def in_day_context(
     batch = batch.with_columns(pl.lit(True).alias(IN_BATCH))
     date = pl.date("year", "month", "day")
     if known is None:
-        known = pl.Series("flight_date", [], dtype=pl.Date) if context is None else context.get_column("flight_date")
+        known = (
+            pl.Series("flight_date", [], dtype=pl.Date)
+            if context is None
+            else context.get_column("flight_date")
+        )
     if known.is_empty():
         return batch.with_columns(pl.lit("batch_only").alias(CONTEXT))
     keys = batch.select(*FLIGHT_KEY, date.alias("flight_date")).collect()
@@ -409,7 +415,9 @@ def features(
     return lf.pipe(drop_leakage).pipe(in_day_context, context).pipe(day_features, state, outcomes)
 
 
-def day_features(merged: pl.LazyFrame, state: FeatureState, outcomes: HistoryTables | None = None) -> pl.LazyFrame:
+def day_features(
+    merged: pl.LazyFrame, state: FeatureState, outcomes: HistoryTables | None = None
+) -> pl.LazyFrame:
     """The features of the batch's rows of ``in_day_context``'s output, in the batch's order,
     with their dates' outcome history (``history.add_history``; None: none known)."""
     return merged.pipe(engineer).pipe(batch_rows).pipe(with_history, outcomes).pipe(encode, state)

@@ -87,21 +87,32 @@ OUTCOME_COLUMNS = [
 # ahead of New York in winter, is taken as New York time, which only makes its outcomes known
 # later). A destination not listed is taken at Honolulu time, the latest clock of any
 # destination, so a new route's outcome is never known too early.
-DESTINATION_ZONES: dict[str, tuple[str, ...]] = {
+DESTINATION_ZONES: dict[str, str] = {  # zone -> its destinations, space-separated
     "America/New_York": (
         "ACK ALB ATL AVL BDL BGR BOS BTV BUF BWI CAE CAK CHO CHS CLE CLT CMH CRW CVG DAY DCA DTW "
         "EYW FLL GRR GSO GSP IAD ILM IND JAX LEX LGA MCO MHT MIA MVY MYR ORF PBI PHL PIT PVD PWM "
         "RDU RIC ROC RSW SAV SBN SDF SRQ SYR TPA TVC TYS BQN PSE SJU STT"
-    ).split(),
-    "America/Chicago": (
-        "AUS BHM BNA DFW DSM HOU IAH MCI MDW MEM MKE MSN MSP MSY OKC OMA ORD SAT STL TUL XNA".split()
     ),
-    "America/Denver": "ABQ BZN DEN EGE HDN JAC MTJ SLC".split(),
-    "America/Phoenix": ["PHX"],
-    "America/Los_Angeles": "BUR LAS LAX LGB OAK PDX PSP SAN SEA SFO SJC SMF SNA".split(),
-    "America/Anchorage": ["ANC"],
+    "America/Chicago": "AUS BHM BNA DFW DSM HOU IAH MCI MDW MEM MKE MSN MSP MSY OKC OMA ORD SAT STL TUL XNA",
+    "America/Denver": "ABQ BZN DEN EGE HDN JAC MTJ SLC",
+    "America/Phoenix": "PHX",
+    "America/Los_Angeles": "BUR LAS LAX LGB OAK PDX PSP SAN SEA SFO SJC SMF SNA",
+    "America/Anchorage": "ANC",
 }
 FALLBACK_ZONE = "Pacific/Honolulu"
+
+
+def definition() -> dict[str, object]:
+    """What the features' values depend on besides the outcomes: saved with the model's
+    feature state, and checked when a model is loaded for scoring."""
+    return {
+        "cutoff_hour": CUTOFF_HOUR,
+        "margin_min": MARGIN_MIN,
+        "smoothing": SMOOTHING,
+        "history_days": HISTORY_DAYS,
+        "evening_hours": EVENING_HOURS,
+        "groups": {window: list(groups) for window, groups in GROUPS.items()},
+    }
 
 
 def _clock(time_column: str) -> pl.Expr:
@@ -113,8 +124,11 @@ def _clock(time_column: str) -> pl.Expr:
 def _in_new_york(local: pl.Expr, zone: str) -> pl.Expr:
     """A naive local time of ``zone`` as naive New York time. A local time the spring DST
     change skips is read an hour later (later is the safe side)."""
+
     def convert(t: pl.Expr) -> pl.Expr:
-        return t.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null").dt.convert_time_zone(NEW_YORK)
+        return t.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null").dt.convert_time_zone(
+            NEW_YORK
+        )
 
     return pl.coalesce(convert(local), convert(local + pl.duration(hours=1))).dt.replace_time_zone(None)
 
@@ -126,7 +140,11 @@ def known_at() -> pl.Expr:
     arrival_local = _clock("sched_arr_time")
     arrival = _in_new_york(arrival_local, FALLBACK_ZONE)
     for zone, dests in DESTINATION_ZONES.items():
-        arrival = pl.when(pl.col("dest").is_in(dests)).then(_in_new_york(arrival_local, zone)).otherwise(arrival)
+        arrival = (
+            pl.when(pl.col("dest").is_in(dests.split()))
+            .then(_in_new_york(arrival_local, zone))
+            .otherwise(arrival)
+        )
     arrival = pl.when(arrival < departure).then(arrival + pl.duration(days=1)).otherwise(arrival)
     return arrival + pl.duration(minutes=MARGIN_MIN)
 
@@ -167,7 +185,8 @@ def history_tables(outcomes: pl.DataFrame, dates: pl.Series) -> HistoryTables:
     lagged = pl.concat(
         [
             outcomes.with_columns(
-                (pl.col("flight_date") + timedelta(days=lag)).alias("target"), pl.lit(lag, pl.Int8).alias("lag")
+                (pl.col("flight_date") + timedelta(days=lag)).alias("target"),
+                pl.lit(lag, pl.Int8).alias("lag"),
             )
             for lag in range(1, HISTORY_DAYS + 1)
         ]
@@ -180,11 +199,7 @@ def history_tables(outcomes: pl.DataFrame, dates: pl.Series) -> HistoryTables:
     per_date = targets.join(
         known.group_by("target").agg(
             pl.col("lag").n_unique().cast(pl.Int8).alias(HISTORY_FLAG),
-            *[
-                agg
-                for window, condition in WINDOWS.items()
-                for agg in _counts(condition, window)
-            ],
+            *[agg for window, condition in WINDOWS.items() for agg in _counts(condition, window)],
         ),
         left_on="flight_date",
         right_on="target",
@@ -209,7 +224,10 @@ def history_tables(outcomes: pl.DataFrame, dates: pl.Series) -> HistoryTables:
 def _counts(condition: pl.Expr | None, name: str) -> list[pl.Expr]:
     """Known outcomes (``n_``) and disrupted ones (``k_``) of a group, where ``condition``."""
     if condition is None:
-        return [pl.len().cast(pl.Int32).alias(f"n_{name}"), pl.col("is_disrupted").sum().cast(pl.Int32).alias(f"k_{name}")]
+        return [
+            pl.len().cast(pl.Int32).alias(f"n_{name}"),
+            pl.col("is_disrupted").sum().cast(pl.Int32).alias(f"k_{name}"),
+        ]
     return [
         condition.sum().cast(pl.Int32).alias(f"n_{name}"),
         pl.col("is_disrupted").filter(condition).sum().cast(pl.Int32).alias(f"k_{name}"),
@@ -225,7 +243,9 @@ def _history_digests(known: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame
     digests = pl.DataFrame(
         {"flight_date": known.get_column("target"), "history_digest": pl.Series(per_row, dtype=pl.UInt64)}
     ).unique("flight_date")
-    return targets.join(digests, on="flight_date", how="left").with_columns(pl.col("history_digest").fill_null(0))
+    return targets.join(digests, on="flight_date", how="left").with_columns(
+        pl.col("history_digest").fill_null(0)
+    )
 
 
 def add_history(lf: pl.LazyFrame, tables: HistoryTables) -> pl.LazyFrame:
@@ -242,7 +262,9 @@ def add_history(lf: pl.LazyFrame, tables: HistoryTables) -> pl.LazyFrame:
         for group in groups:
             n_g = pl.col(f"n_{window}_{group}").fill_null(0)
             k_g = pl.col(f"k_{window}_{group}").fill_null(0)
-            exprs.append(((k_g + SMOOTHING * overall) / (n_g + SMOOTHING)).alias(f"hist_{window}_{group}_rate"))
+            exprs.append(
+                ((k_g + SMOOTHING * overall) / (n_g + SMOOTHING)).alias(f"hist_{window}_{group}_rate")
+            )
     counts = [c for c in per_date.columns if c.startswith(("n_", "k_"))]
     counts += [c for t in tables.per_group.values() for c in t.columns if c.startswith(("n_", "k_"))]
     return lf.with_columns(exprs).drop(counts).with_columns(pl.col(HISTORY_FLAG).fill_null(0))
@@ -251,9 +273,20 @@ def add_history(lf: pl.LazyFrame, tables: HistoryTables) -> pl.LazyFrame:
 def digests_of(tables: HistoryTables, dates: pl.Series) -> np.ndarray:
     """Each row's history digest, for a series of flight dates."""
     joined = pl.DataFrame({"flight_date": dates}).join(
-        tables.per_date.select("flight_date", "history_digest"), on="flight_date", how="left", maintain_order="left"
+        tables.per_date.select("flight_date", "history_digest"),
+        on="flight_date",
+        how="left",
+        maintain_order="left",
     )
     return joined.get_column("history_digest").fill_null(0).to_numpy()
+
+
+def default_folder() -> Path:
+    """The outcomes scoring reads: the setting ``actuals_dir``, by default the lake's actuals."""
+    from settings import get_settings
+
+    settings = get_settings()
+    return settings.actuals_dir or settings.lake_dir / "actuals"
 
 
 class History:
@@ -261,26 +294,21 @@ class History:
     batches are immutable: a new outcome is a new file)."""
 
     def __init__(self, folder: Path | None = None) -> None:
-        self.folder = folder
+        self.folder = folder or default_folder()
         self._cache: tuple[tuple[str, ...], pl.DataFrame] | None = None
         self._prepared: dict[str, pl.DataFrame] = {}
-
-    def _folder(self) -> Path:
-        if self.folder is not None:
-            return self.folder
-        from settings import get_settings
-
-        return get_settings().lake_dir / "actuals"
 
     def outcomes(self) -> pl.DataFrame:
         """Every published outcome, prepared (:func:`prepare_outcomes`); empty without actuals.
         Each file is prepared once: a daily run that adds one file prepares only that one."""
-        files = tuple(sorted(str(p) for p in self._folder().glob("*.parquet")))
+        files = tuple(sorted(str(p) for p in self.folder.glob("*.parquet")))
         if self._cache is None or self._cache[0] != files:
             prepared = [self._prepared.get(f) for f in files]
             for i, f in enumerate(files):
                 if prepared[i] is None:
-                    prepared[i] = self._prepared[f] = prepare_outcomes(pl.read_parquet(f, columns=OUTCOME_COLUMNS))
+                    prepared[i] = self._prepared[f] = prepare_outcomes(
+                        pl.read_parquet(f, columns=OUTCOME_COLUMNS)
+                    )
             self._prepared = {f: part for f, part in zip(files, prepared, strict=True)}
             frame = pl.concat(prepared) if prepared else prepare_outcomes(empty_outcomes())
             self._cache = (files, frame)
@@ -292,7 +320,9 @@ class History:
         first, last = dates.min(), dates.max()
         if first is not None:
             outcomes = outcomes.filter(
-                pl.col("flight_date").is_between(first - timedelta(days=HISTORY_DAYS), last - timedelta(days=1))
+                pl.col("flight_date").is_between(
+                    first - timedelta(days=HISTORY_DAYS), last - timedelta(days=1)
+                )
             )
         return history_tables(outcomes, dates)
 

@@ -53,6 +53,12 @@ def write_actuals(raw: pl.DataFrame, name: str) -> lake.WriteResult:
     return lake.write_batch(ACTUALS_DATASET, name, outcomes.to_arrow())
 
 
+def publish_warehouse_outcomes() -> lake.WriteResult:
+    """Publish the outcomes of every warehouse flight as one actuals batch: the outcome
+    history an image that serves the model carries (the Dockerfile), as the day context."""
+    return write_actuals(fe.scan_raw().collect(), "actuals-warehouse")
+
+
 def score_production(scorer: Scorer | None = None, progress: bool = True) -> dict[str, int]:
     """Score Sep-Dec from the warehouse as one batch per flight date, store the actuals,
     and (re)register the views in the warehouse. Returns counts of days, rows, new rows

@@ -104,6 +104,11 @@ class Scorer:
                 f"({len(self.state.features)} features); this code builds v{fe.FEATURE_VERSION} "
                 f"({len(fe.FEATURES)} features): retrain it (model_training_evaluation.py)"
             )
+        if self.state.history != history.definition():
+            raise ArtifactError(
+                f"model {self.artifact.version} was trained with the history cut-off {self.state.history}; "
+                f"this code builds {history.definition()}: retrain it (model_training_evaluation.py)"
+            )
 
     @property
     def version(self) -> str:
@@ -189,7 +194,16 @@ def finish(prepared: Prepared, scorer: Scorer, *, with_features: bool = False) -
         if prepared.digests is None:
             raise ValueError("prepare(..., with_digests=True) is needed to keep the row digests")
         features = [c for c in fe.FEATURES if c not in KEY_COLUMNS]
-        kept = ["flight_date", *features, *UNKNOWN_FLAGS, "score", "label", "model_version", fe.CONTEXT, HISTORY_FLAG]
+        kept = [
+            "flight_date",
+            *features,
+            *UNKNOWN_FLAGS,
+            "score",
+            "label",
+            "model_version",
+            fe.CONTEXT,
+            HISTORY_FLAG,
+        ]
         result = result.with_columns(
             pl.Series(DIGEST_COLUMN, prepared.digests, dtype=pl.UInt64),
             pl.Series(CONTEXT_DIGEST, prepared.context_digests, dtype=pl.UInt64),

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # Each stored flight's day-context columns, rebuilt after each load (day_context.py).
     # None: lake_dir/day_context/day_context.parquet.
     day_context_path: Path | None = None
+    # The published outcomes the history features read (history.py). None: lake_dir/actuals.
+    actuals_dir: Path | None = None
 
     # Training. The decision threshold minimises expected cost on validation data:
     # missing a disruption (no buffer, stranded connections) is costed at 3 unneeded

@@ -8,11 +8,17 @@ import re
 
 import pytest
 
+import ft_engineering as fe
 from conftest import RAW_CSV, SRC_DIR
 from notebook_runner import execute
 from warehouse import load_raw_csv
 
 NOTEBOOK = "comprension_eda.ipynb"
+
+
+# What the notebook prints about the model's features, counted from the module at run time
+FEATURE_COUNTS = f"{len(fe.FEATURES)} features ({len(fe.NUMERIC_FEATURES)} numeric, {len(fe.CATEGORICAL_FEATURES)} categorical)"
+FEATURES_LISTED = f"{len(fe.FEATURES)} model features: {len(fe.NUMERIC_FEATURES)} numeric, "
 
 
 def _code_cells(notebook: dict) -> list[dict]:
@@ -56,6 +62,8 @@ def test_eda_notebook_runs_on_the_warehouse_and_shows_the_key_figures(isolated_s
     assert "column 'wind_speed': rule 'in_range(0, 100)' failed on 1 row(s)" in text
     assert "column 'distance': rule 'column_present' failed on 50 row(s)" in text
     assert "repaired batch accepted: 50 rows, 31 columns" in text
+    # the feature counts come from ft_engineering, and section 6.3 lists every feature
+    assert FEATURE_COUNTS in text and FEATURES_LISTED in text
     # plots were drawn
     images = sum("image/png" in o.get("data", {}) for c in cells for o in c.outputs)
     assert images >= 15
@@ -70,6 +78,19 @@ def test_eda_notebook_is_committed_executed(committed: dict) -> None:
     # the committed outputs hold the validation passing on the real table
     text = "\n".join(_text(c) for c in code_cells)
     assert "validate_raw: PASSED on 336,776 rows" in text
+
+
+def test_eda_notebook_was_executed_with_the_features_as_built(committed: dict) -> None:
+    # a feature added to or removed from ft_engineering without re-executing the notebook fails here
+    text = "\n".join(_text(c) for c in _code_cells(committed))
+    assert FEATURE_COUNTS in text, "re-execute the notebook: its feature counts are not ft_engineering's"
+    assert FEATURES_LISTED in text
+
+
+def test_eda_notebook_text_does_not_hard_code_feature_counts(committed: dict) -> None:
+    markdown = "\n".join("".join(c["source"]) for c in committed["cells"] if c["cell_type"] == "markdown")
+    counts = re.findall(r"\b\d+ (?:numeric|categorical)\b|\b\d+ features\b", markdown)
+    assert not counts, f"counted in the text instead of from ft_engineering: {counts}"
 
 
 def test_eda_notebook_imports_the_modules_instead_of_defining_code(committed: dict) -> None:

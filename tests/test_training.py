@@ -112,7 +112,7 @@ def test_small_run_selects_lightgbm_and_writes_reports(small_run) -> None:
     assert first.best.name == "lightgbm"
     assert set(first.table["model"]) == set(mte.CANDIDATES)
     for name in ["summary.md", "summary.csv", "roc_pr.png", "calibration.png", "metric_bars.png",
-                 "monthly_auc.png", "feature_importance.png"]:  # fmt: skip
+                 "monthly.png", "feature_importance.png", "monthly.csv", "reliability.csv"]:  # fmt: skip
         assert (first.report_dir / name).stat().st_size > 0
     assert first.best.metrics["test"]["roc_auc"] > 0.65  # a real model, even on 10 % of the data
     baseline = next(r for r in first.results if r.name == "baseline")

@@ -18,14 +18,14 @@ expected business cost on validation (settings ``cost_missed_disruption`` vs
 ``cost_unneeded_buffer``).
 
 Outputs: ``artifacts/models/<version>/`` (see model_artifact.py) and
-``artifacts/reports/<version>/`` (summary.md, summary.csv, comparison plots).
+``artifacts/reports/<version>/`` (summary.md, summary.csv, monthly.csv, reliability.csv and the
+comparison plots, written by training_report.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import logging
 import pickle
 import platform
@@ -45,7 +45,6 @@ matplotlib.use("Agg")  # headless: figures are written to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.compose import ColumnTransformer  # noqa: E402
 from sklearn.dummy import DummyClassifier  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
@@ -57,17 +56,16 @@ from sklearn.metrics import (  # noqa: E402
     brier_score_loss,
     f1_score,
     log_loss,
-    precision_recall_curve,
     precision_score,
     recall_score,
     roc_auc_score,
-    roc_curve,
 )
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import OneHotEncoder, StandardScaler  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import ft_engineering as fe  # noqa: E402
+import training_report as report  # noqa: E402
 from model_artifact import models_dir, save_artifact, set_latest, verify  # noqa: E402
 from reference_profile import build_reference_profile  # noqa: E402
 from settings import get_settings  # noqa: E402
@@ -239,6 +237,8 @@ class CandidateResult:
         for split in ("validation", "test"):
             for metric in ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1"):
                 row[f"{split}_{metric}"] = self.metrics[split][metric]
+            row[f"{split}_flagged_share"] = self.metrics[split]["positive_rate"]  # flagged at the threshold
+            row[f"{split}_base_rate"] = self.metrics[split]["base_rate"]  # disrupted share
         row |= {
             "threshold": self.threshold["value"],
             "monthly_auc_mean": float(np.nanmean(monthly)),
@@ -381,77 +381,6 @@ def select_best(results: list[CandidateResult]) -> CandidateResult:
     return max(eligible, key=lambda r: r.metrics["validation"]["roc_auc"])
 
 
-# --------------------------------------------------------------------------- plots (results in, figure out)
-
-
-def plot_curves(results: list[CandidateResult], y_test: np.ndarray) -> plt.Figure:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    for r in results:
-        fpr, tpr, _ = roc_curve(y_test, r.scores["test"])
-        precision, recall, _ = precision_recall_curve(y_test, r.scores["test"])
-        axes[0].plot(fpr, tpr, label=f"{r.name} (AUC {r.metrics['test']['roc_auc']:.3f})")
-        axes[1].plot(recall, precision, label=f"{r.name} (AP {r.metrics['test']['pr_auc']:.3f})")
-    axes[0].plot([0, 1], [0, 1], "k:", lw=1)
-    axes[0].set(title="ROC, test (Sep-Dec)", xlabel="false positive rate", ylabel="true positive rate")
-    axes[1].set(title="Precision-recall, test (Sep-Dec)", xlabel="recall", ylabel="precision")
-    for ax in axes:
-        ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_calibration(results: list[CandidateResult], y_test: np.ndarray) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for r in results:
-        if r.name == "baseline":
-            continue
-        observed, predicted = calibration_curve(y_test, r.scores["test"], n_bins=15, strategy="quantile")
-        ax.plot(predicted, observed, marker="o", ms=3, label=r.name)
-    ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set(title="Calibration, test (Sep-Dec)", xlabel="mean predicted probability", ylabel="observed rate")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_metric_bars(table: pl.DataFrame) -> plt.Figure:
-    metrics = ["validation_roc_auc", "test_roc_auc", "validation_pr_auc", "test_pr_auc", "test_f1"]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    width = 0.8 / table.height
-    x = np.arange(len(metrics))
-    for i, row in enumerate(table.iter_rows(named=True)):
-        ax.bar(x + i * width, [row[m] for m in metrics], width, label=row["model"])
-    ax.set_xticks(x + width * (table.height - 1) / 2, metrics, fontsize=8)
-    ax.set(title="Metrics by candidate", ylim=(0, 1))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_monthly_auc(results: list[CandidateResult]) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for r in results:
-        if r.name == "baseline":
-            continue
-        ax.plot(list(r.monthly_auc), list(r.monthly_auc.values()), marker="o", label=r.name)
-    ax.axvline(8.5, color="grey", ls=":", lw=1)
-    ax.text(7.6, ax.get_ylim()[0], "validation | test", fontsize=8)
-    ax.set(title="ROC-AUC per month", xlabel="month of 2013", ylabel="ROC-AUC")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_feature_importance(booster: lgb.Booster, top: int = 25) -> plt.Figure:
-    gains = booster.feature_importance(importance_type="gain")
-    order = np.argsort(gains)[::-1][:top][::-1]
-    fig, ax = plt.subplots(figsize=(7, 8))
-    ax.barh([booster.feature_name()[i] for i in order], gains[order] / gains.sum())
-    ax.set(title="LightGBM feature importance (share of total gain)", xlabel="share of gain")
-    fig.tight_layout()
-    return fig
-
-
 # --------------------------------------------------------------------------- artifact
 
 
@@ -511,27 +440,57 @@ def build_card(
     }
 
 
+REPORT_SPLITS = {"validation": "validation (Jul-Aug)", "test": "test (Sep-Dec)"}
+
+
 def write_reports(
     folder: Path, results: list[CandidateResult], best: CandidateResult, m: Matrices
 ) -> pl.DataFrame:
+    """``artifacts/reports/<version>/``: summary.csv, monthly.csv, reliability.csv, summary.md and
+    the plots (training_report.py), all from the candidates' scores on the same rows."""
     folder.mkdir(parents=True, exist_ok=True)
-    table = pl.DataFrame([r.summary_row() for r in results])
-    table.write_csv(folder / "summary.csv")
-    rounded = table.with_columns(pl.selectors.float().round(4))
-    markdown = io.StringIO()
-    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
-                   tbl_cols=-1, tbl_rows=-1, fmt_str_lengths=40, tbl_width_chars=10_000):  # fmt: skip
-        print(rounded, file=markdown)
-    (folder / "summary.md").write_text(
-        f"# Candidate comparison\n\nSelection rule: {SELECTION_RULE}.\n\nSelected: **{best.name}** "
-        f"(threshold {best.threshold['value']}).\n\n{markdown.getvalue()}\n"
+    table = pl.DataFrame([r.summary_row() for r in results]).with_columns(
+        (pl.col("model") == best.name).alias("selected")
     )
+    table.write_csv(folder / "summary.csv")
+    monthly = pl.concat(
+        report.monthly_metrics(m.y[split], m.months[split], r.scores[split]).select(
+            pl.lit(r.name).alias("model"), pl.lit(split).alias("split"), pl.all()
+        )
+        for r in results
+        for split in REPORT_SPLITS
+    )
+    monthly.write_csv(folder / "monthly.csv")
+    pl.concat(
+        report.reliability_table(m.y[split], r.scores[split]).select(
+            pl.lit(r.name).alias("model"), pl.lit(split).alias("split"), pl.all()
+        )
+        for r in results
+        for split in REPORT_SPLITS
+    ).write_csv(folder / "reliability.csv")
+    periods = {
+        split: {
+            "months": f"{report.month_label(int(m.months[split].min()))}–{report.month_label(int(m.months[split].max()))}",
+            "flights": len(m.y[split]),
+            "positive_rate": float(m.y[split].mean()),
+        }
+        for split in m.y
+    }
+    (folder / "summary.md").write_text(
+        report.summary_markdown(table, monthly, folder.name, SELECTION_RULE, best.threshold, periods)
+    )
+    scores = {split: {r.name: r.scores[split] for r in results} for split in REPORT_SPLITS}
+    booster = best.model.booster_
     figures = {
-        "roc_pr.png": plot_curves(results, m.y["test"]),
-        "calibration.png": plot_calibration(results, m.y["test"]),
-        "metric_bars.png": plot_metric_bars(table),
-        "monthly_auc.png": plot_monthly_auc(results),
-        "feature_importance.png": plot_feature_importance(best.model.booster_),
+        "roc_pr.png": report.plot_roc_pr(m.y["test"], scores["test"], REPORT_SPLITS["test"]),
+        "calibration.png": report.plot_reliability(
+            {label: (m.y[split], scores[split]) for split, label in REPORT_SPLITS.items()}
+        ),
+        "metric_bars.png": report.plot_metric_bars(table),
+        "monthly.png": report.plot_monthly(monthly),
+        "feature_importance.png": report.plot_feature_importance(
+            booster.feature_name(), booster.feature_importance(importance_type="gain")
+        ),
     }
     for name, fig in figures.items():
         fig.savefig(folder / name, dpi=90)

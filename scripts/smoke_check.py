@@ -6,7 +6,8 @@ Waits for /readyz, reads /model, POSTs 300 random flights of one real flight dat
 2013, from Base_de_datos.csv) as Parquet and checks the answer: one prediction per row in
 the input's order, scores in [0, 1], labels equal to score >= the model's threshold, the
 served model version, every flight scored in its stored day (``context = warehouse``: the
-image carries the day context); then a Parquet answer under an Idempotency-Key and its
+image carries the day context) with its full outcome history (``history_days = 8``: it
+carries the loaded flights' outcomes too); then a Parquet answer under an Idempotency-Key and its
 retry (same batch id). When this checkout has the same model version trained (./setup.sh),
 the scores are also compared with the in-process scorer's on the *whole* day, whose
 features need no stored context: equal scores prove the image scored the subset in its day. Prints one line per check; exit status 1 on the first failure.
@@ -111,6 +112,11 @@ def main(url: str) -> None:
     if "context" in predictions.columns:
         check(
             (predictions["context"] == "warehouse").all(), "every flight scored in its stored day (context)"
+        )
+    if "history_days" in predictions.columns:
+        check(
+            (predictions["history_days"] == 8).all(),
+            "every flight scored with its full outcome history (history_days = 8: the image carries the outcomes)",
         )
     say(
         f"flagged {int(predictions['label'].sum())} of {batch.height} flights; stored {answer['stored_rows']} rows"

@@ -121,32 +121,52 @@ def _clock(time_column: str) -> pl.Expr:
     return pl.datetime("year", "month", "day") + pl.duration(minutes=(hhmm // 100) * 60 + hhmm % 100)
 
 
-def _in_new_york(local: pl.Expr, zone: str) -> pl.Expr:
-    """A naive local time of ``zone`` as naive New York time. A local time the spring DST
-    change skips is read an hour later (later is the safe side)."""
+ZONE_OF = {dest: zone for zone, dests in DESTINATION_ZONES.items() for dest in dests.split()}
 
-    def convert(t: pl.Expr) -> pl.Expr:
-        return t.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null").dt.convert_time_zone(
-            NEW_YORK
+
+def _new_york_offsets(hours: pl.DataFrame) -> pl.DataFrame:
+    """For distinct (``zone``, local ``hour``): how far New York's clock is ahead. Clocks
+    change on the hour, so one offset serves a whole local hour. An hour the spring change
+    skips is read an hour later (later is the safe side); a repeated autumn hour, the later."""
+    parts = []
+    for (zone,), part in hours.group_by("zone"):
+
+        def in_new_york(t: pl.Expr, zone: str = zone) -> pl.Expr:
+            aware = t.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null")
+            return aware.dt.convert_time_zone(NEW_YORK).dt.replace_time_zone(None)
+
+        later = in_new_york(pl.col("hour") + pl.duration(hours=1))  # the skipped hour read as the next
+        parts.append(
+            part.with_columns(
+                (pl.coalesce(in_new_york(pl.col("hour")), later) - pl.col("hour")).alias("offset")
+            )
         )
+    return pl.concat(parts) if parts else hours.with_columns(pl.lit(None, pl.Duration("us")).alias("offset"))
 
-    return pl.coalesce(convert(local), convert(local + pl.duration(hours=1))).dt.replace_time_zone(None)
 
-
-def known_at() -> pl.Expr:
-    """When a flight's outcome is known (naive New York time): its scheduled arrival in New
-    York time (the day after its departure when that comes earlier) plus ``MARGIN_MIN``."""
-    departure = _clock("sched_dep_time")
-    arrival_local = _clock("sched_arr_time")
-    arrival = _in_new_york(arrival_local, FALLBACK_ZONE)
-    for zone, dests in DESTINATION_ZONES.items():
-        arrival = (
-            pl.when(pl.col("dest").is_in(dests.split()))
-            .then(_in_new_york(arrival_local, zone))
-            .otherwise(arrival)
+def known_at(flights: pl.DataFrame) -> pl.Series:
+    """When each flight's outcome is known (naive New York time): its scheduled arrival in
+    New York time (the day after its departure when that comes earlier) plus ``MARGIN_MIN``.
+    Only the distinct (zone, local hour) pairs go through the time-zone database."""
+    local = flights.select(
+        pl.col("dest").replace_strict(ZONE_OF, default=FALLBACK_ZONE, return_dtype=pl.String).alias("zone"),
+        _clock("sched_dep_time").alias("departure"),
+        _clock("sched_arr_time").alias("local"),
+    ).with_columns(pl.col("local").dt.truncate("1h").alias("hour"))
+    offsets = _new_york_offsets(local.select("zone", "hour").unique())
+    arrival = local.join(offsets, on=["zone", "hour"], how="left", maintain_order="left").select(
+        (pl.col("local") + pl.col("offset")).alias("arrival"), "departure"
+    )
+    return (
+        arrival.select(
+            pl.when(pl.col("arrival") < pl.col("departure"))
+            .then(pl.col("arrival") + pl.duration(days=1))
+            .otherwise(pl.col("arrival"))
+            + pl.duration(minutes=MARGIN_MIN)
         )
-    arrival = pl.when(arrival < departure).then(arrival + pl.duration(days=1)).otherwise(arrival)
-    return arrival + pl.duration(minutes=MARGIN_MIN)
+        .to_series()
+        .alias("known_at")
+    )
 
 
 def cutoff(flight_date: pl.Expr) -> pl.Expr:
@@ -164,7 +184,7 @@ def prepare_outcomes(outcomes: pl.DataFrame) -> pl.DataFrame:
         "carrier",
         "dest",
         pl.col("is_disrupted").cast(pl.Int8),
-        known_at().alias("known_at"),
+        known_at(rows),
         pl.Series("outcome_digest", frame_digests(rows, OUTCOME_COLUMNS), dtype=pl.UInt64),
     )
 
@@ -207,27 +227,25 @@ def history_tables(outcomes: pl.DataFrame, dates: pl.Series) -> HistoryTables:
     ).with_columns(pl.col(HISTORY_FLAG).fill_null(0))
     digest = _history_digests(known, targets)
     per_date = per_date.join(digest, on="flight_date", how="left")
-    per_group: dict[str, pl.DataFrame] = {}
-    for window, groups in GROUPS.items():
-        inside = known.filter(WINDOWS[window])
-        for group in groups:
-            counted = inside.group_by("target", group).agg(*_counts(None, f"{window}_{group}"))
-            counted = counted.rename({"target": "flight_date"})
-            per_group[group] = (
-                counted
-                if group not in per_group
-                else per_group[group].join(counted, on=["flight_date", group], how="full", coalesce=True)
-            )
+    # one pass per group, every window that counts it at once
+    per_group = {
+        group: known.group_by("target", group)
+        .agg(
+            *[
+                agg
+                for window, groups in GROUPS.items()
+                if group in groups
+                for agg in _counts(WINDOWS[window], f"{window}_{group}")
+            ]
+        )
+        .rename({"target": "flight_date"})
+        for group in dict.fromkeys(g for groups in GROUPS.values() for g in groups)
+    }
     return HistoryTables(per_date, per_group)
 
 
-def _counts(condition: pl.Expr | None, name: str) -> list[pl.Expr]:
+def _counts(condition: pl.Expr, name: str) -> list[pl.Expr]:
     """Known outcomes (``n_``) and disrupted ones (``k_``) of a group, where ``condition``."""
-    if condition is None:
-        return [
-            pl.len().cast(pl.Int32).alias(f"n_{name}"),
-            pl.col("is_disrupted").sum().cast(pl.Int32).alias(f"k_{name}"),
-        ]
     return [
         condition.sum().cast(pl.Int32).alias(f"n_{name}"),
         pl.col("is_disrupted").filter(condition).sum().cast(pl.Int32).alias(f"k_{name}"),

@@ -587,12 +587,84 @@ def in_day_context_pandas(df, context_path: Path | None):
     return pd.concat([df, others], ignore_index=True)
 
 
+def history_pandas(df, actuals_dir: Path):
+    """``history.history_tables`` + ``add_history`` in pandas, for the batch's rows: the
+    outcomes in ``actuals_dir`` known at each date's cut-off (scheduled arrival in New York
+    time, through each destination's zone, plus the margin), counted per window and group,
+    smoothed towards the window's overall rate. Returns the history features and
+    ``history_days``, indexed like ``df``."""
+    import numpy as np
+    import pandas as pd
+
+    import history as h
+
+    files = sorted(actuals_dir.glob("*.parquet"))
+    out = pd.DataFrame(index=df.index)
+    dates = pd.to_datetime(df[["year", "month", "day"]])
+    if not files:
+        out[h.HISTORY_FEATURES] = np.nan
+        out[h.HISTORY_FLAG] = 0
+        return out
+    o = pd.concat([pd.read_parquet(f, columns=h.OUTCOME_COLUMNS) for f in files], ignore_index=True)
+    day = pd.to_datetime(o[["year", "month", "day"]])
+    minutes = lambda hhmm: pd.to_timedelta((hhmm // 100) * 60 + hhmm % 100, unit="min")  # noqa: E731
+    departure, local = day + minutes(o["sched_dep_time"]), day + minutes(o["sched_arr_time"])
+    zone = o["dest"].map(h.ZONE_OF).fillna(h.FALLBACK_ZONE)
+    arrival = pd.Series(pd.NaT, index=o.index, dtype="datetime64[ns]")
+    for name, rows in zone.groupby(zone).groups.items():
+        t = local[rows].dt.tz_localize(
+            name, ambiguous=np.zeros(len(rows), dtype=bool), nonexistent=pd.Timedelta(hours=1)
+        )
+        arrival[rows] = t.dt.tz_convert(h.NEW_YORK).dt.tz_localize(None)
+    arrival = arrival.where(arrival >= departure, arrival + pd.Timedelta(days=1))
+    o = pd.DataFrame(
+        {
+            "date": day, "origin": o["origin"], "carrier": o["carrier"], "dest": o["dest"],
+            "disrupted": o["is_disrupted"].astype("int64"),
+            "known_at": arrival + pd.Timedelta(minutes=h.MARGIN_MIN),
+        }
+    )  # fmt: skip
+    targets = pd.DataFrame({"target": dates.unique()})
+    lagged = pd.concat([o.assign(target=o["date"] + pd.Timedelta(days=lag), lag=lag) for lag in range(1, 9)])
+    known = lagged.merge(targets, on="target")
+    cutoff = known["target"] - pd.Timedelta(days=1) + pd.Timedelta(hours=h.CUTOFF_HOUR)
+    known["before"] = cutoff - known["known_at"]
+    known = known[known["before"] >= pd.Timedelta(0)]
+    windows = {
+        "d1": known["lag"] == 1,
+        "d1pm": (known["lag"] == 1) & (known["before"] <= pd.Timedelta(hours=h.EVENING_HOURS)),
+        "d2": known["lag"] == 2,
+        "w7": known["lag"].between(2, 8),
+    }
+    for window, inside in windows.items():
+        known[f"n_{window}"] = inside.astype("int64")
+        known[f"k_{window}"] = (inside & (known["disrupted"] == 1)).astype("int64")
+    counts = [c for c in known.columns if c.startswith(("n_", "k_"))]
+    per_date = known.groupby("target")[counts].sum()
+    per_date[h.HISTORY_FLAG] = known.groupby("target")["lag"].nunique()
+    batch = pd.DataFrame({"target": dates}).join(per_date, on="target")
+    out[h.HISTORY_FLAG] = batch[h.HISTORY_FLAG].fillna(0).astype("int64").to_numpy()
+    for window, groups in h.GROUPS.items():
+        n, k = batch[f"n_{window}"], batch[f"k_{window}"]
+        overall = (k / n).where(n > 0)
+        out[f"hist_{window}_all_rate"] = overall.to_numpy()
+        for group in groups:
+            g = known.groupby(["target", group])[[f"n_{window}", f"k_{window}"]].sum()
+            rows = pd.DataFrame({"target": dates, group: df[group]}).join(g, on=["target", group])
+            n_g, k_g = rows[f"n_{window}"].fillna(0), rows[f"k_{window}"].fillna(0)
+            out[f"hist_{window}_{group}_rate"] = (
+                (k_g + h.SMOOTHING * overall) / (n_g + h.SMOOTHING)
+            ).to_numpy()
+    return out
+
+
 def child_naive(input_path: str, output_path: str) -> None:
     import lightgbm as lgb
     import pandas as pd
 
     import ft_engineering as fe
     from data_contract import FLIGHT_KEY
+    from history import default_folder as history_folder
     from model_artifact import load_artifact
     from settings import get_settings
 
@@ -603,6 +675,8 @@ def child_naive(input_path: str, output_path: str) -> None:
     df = pd.read_parquet(input_path)
     feats = naive_features(in_day_context_pandas(df, get_settings().day_context_path), artifact.feature_state)
     feats = feats.iloc[: len(df)]  # the batch's rows come first
+    history = history_pandas(df, history_folder())
+    feats = feats.assign(**{c: history[c].to_numpy() for c in history.columns})
     scores = booster.predict(feats[fe.FEATURES].astype("float64"), num_threads=threads)
     result = df[list(FLIGHT_KEY)].copy()
     result["score"] = scores

@@ -625,7 +625,9 @@ def history_pandas(df, actuals_dir: Path):
         }
     )  # fmt: skip
     targets = pd.DataFrame({"target": dates.unique()})
-    lagged = pd.concat([o.assign(target=o["date"] + pd.Timedelta(days=lag), lag=lag) for lag in range(1, 9)])
+    lagged = pd.concat(
+        [o.assign(target=o["date"] + pd.Timedelta(days=lag), lag=lag) for lag in range(1, h.HISTORY_DAYS + 1)]
+    )
     known = lagged.merge(targets, on="target")
     cutoff = known["target"] - pd.Timedelta(days=1) + pd.Timedelta(hours=h.CUTOFF_HOUR)
     known["before"] = cutoff - known["known_at"]

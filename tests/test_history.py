@@ -119,6 +119,12 @@ def _unknown_at_cutoff(outcomes: pl.DataFrame) -> pl.Series:
     return prepared["known_at"] > cutoff
 
 
+def _flipped(outcomes: pl.DataFrame, where: pl.Series) -> pl.DataFrame:
+    """``outcomes`` with the outcome of every row ``where`` is true turned round."""
+    flip = pl.when(where).then(1 - pl.col("is_disrupted")).otherwise(pl.col("is_disrupted"))
+    return outcomes.with_columns(flip.alias("is_disrupted"))
+
+
 def test_no_outcome_unknown_at_the_cut_off_changes_a_feature_or_a_score(
     scorer, raw_frame, warehouse_outcomes, tmp_path
 ) -> None:
@@ -127,12 +133,7 @@ def test_no_outcome_unknown_at_the_cut_off_changes_a_feature_or_a_score(
     # the later flights of D-1 are among them, and every flight of D and after
     assert unknown.filter(dates == DAY - timedelta(days=1)).sum() > 100
     assert unknown.filter(dates >= DAY).all()
-    flipped = warehouse_outcomes.with_columns(
-        pl.when(unknown)
-        .then(1 - pl.col("is_disrupted"))
-        .otherwise(pl.col("is_disrupted"))
-        .alias("is_disrupted")
-    )
+    flipped = _flipped(warehouse_outcomes, unknown)
     before = _day_scores(scorer, raw_frame, _publish(tmp_path / "a", warehouse_outcomes))
     after = _day_scores(scorer, raw_frame, _publish(tmp_path / "b", flipped))
     assert before["history_days"].unique().to_list() == [8]
@@ -141,12 +142,7 @@ def test_no_outcome_unknown_at_the_cut_off_changes_a_feature_or_a_score(
     )
     # the proof can fail: flip the *known* outcomes of D-1 instead and the features move
     d1_known = (dates == DAY - timedelta(days=1)) & ~unknown
-    leaked = warehouse_outcomes.with_columns(
-        pl.when(d1_known)
-        .then(1 - pl.col("is_disrupted"))
-        .otherwise(pl.col("is_disrupted"))
-        .alias("is_disrupted")
-    )
+    leaked = _flipped(warehouse_outcomes, d1_known)
     moved = _day_scores(scorer, raw_frame, _publish(tmp_path / "c", leaked))
     assert not moved["hist_d1_all_rate"].equals(before["hist_d1_all_rate"])
     assert (moved["context_digest"] != before["context_digest"]).all()  # a visible re-score

@@ -192,7 +192,8 @@ def prepare_outcomes(outcomes: pl.DataFrame) -> pl.DataFrame:
 @dataclass(frozen=True)
 class HistoryTables:
     """Per date: counts per window and group (``per_date``; ``per_group[group]`` keyed by
-    date and group value) and the digest of the outcomes used (``digests``)."""
+    date and group value); ``per_date`` also holds each date's ``history_digest``, the digest of
+    the outcome rows it used."""
 
     per_date: pl.DataFrame  # flight_date, history_days, history_digest, n_<w>, k_<w>
     per_group: dict[str, pl.DataFrame]  # group -> flight_date, <group>, n_<w>_<group>, k_<w>_<group>
@@ -313,24 +314,24 @@ class History:
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder or default_folder()
-        self._cache: tuple[tuple[str, ...], pl.DataFrame] | None = None
-        self._prepared: dict[str, pl.DataFrame] = {}
+        self._prepared: dict[str, pl.DataFrame] = {}  # per file, in the listing's order
+        self._outcomes = prepare_outcomes(empty_outcomes())
 
     def outcomes(self) -> pl.DataFrame:
         """Every published outcome, prepared (:func:`prepare_outcomes`); empty without actuals.
         Each file is prepared once: a daily run that adds one file prepares only that one."""
-        files = tuple(sorted(str(p) for p in self.folder.glob("*.parquet")))
-        if self._cache is None or self._cache[0] != files:
-            prepared = [self._prepared.get(f) for f in files]
-            for i, f in enumerate(files):
-                if prepared[i] is None:
-                    prepared[i] = self._prepared[f] = prepare_outcomes(
-                        pl.read_parquet(f, columns=OUTCOME_COLUMNS)
-                    )
-            self._prepared = {f: part for f, part in zip(files, prepared, strict=True)}
-            frame = pl.concat(prepared) if prepared else prepare_outcomes(empty_outcomes())
-            self._cache = (files, frame)
-        return self._cache[1]
+        files = sorted(str(p) for p in self.folder.glob("*.parquet"))
+        if list(self._prepared) != files:
+            self._prepared = {
+                f: self._prepared[f]
+                if f in self._prepared
+                else prepare_outcomes(pl.read_parquet(f, columns=OUTCOME_COLUMNS))
+                for f in files
+            }
+            self._outcomes = (
+                pl.concat(self._prepared.values()) if files else prepare_outcomes(empty_outcomes())
+            )
+        return self._outcomes
 
     def tables_for(self, dates: pl.Series) -> HistoryTables:
         """The history of ``dates`` from the outcomes published so far."""

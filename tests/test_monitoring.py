@@ -101,6 +101,10 @@ def test_change_point_finds_a_step_and_not_noise() -> None:
     assert where == 8 and p < mm.CHANGE_POINT_ALPHA
     _, p_noise = mm.change_point(rng.normal(0.05, 0.01, 16), seed=1)
     assert p_noise > mm.CHANGE_POINT_ALPHA
+    # a window without a value (an empty window's metric) is left out, and the shift is
+    # still placed at its window in the series as given
+    with_gap = np.r_[step[:3], np.nan, step[3:]]
+    assert mm.change_point(with_gap, seed=1)[0] == 9
     assert mm.slope([0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.1)
 
 

@@ -45,18 +45,19 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 import polars as pl
-from scipy import stats
+from scipy import special, stats
 from tqdm.auto import tqdm
 
 import ft_engineering as fe
 import lake
+from history import HISTORY_FEATURES
 from model_artifact import ArtifactError, load_artifact
 from reference_profile import NULL_BUCKET, PROFILE_FORMAT, UNSEEN_BUCKET
 from settings import get_settings
@@ -72,7 +73,7 @@ OVERALL = "__overall__"
 
 # Bump when a metric, a bin or a rule changes: every window's fingerprint changes with it,
 # so the next incremental run recomputes everything under the new definition.
-MONITOR_VERSION = "monitor-v1"
+MONITOR_VERSION = "monitor-v2"
 
 # The default sample per window. A real week holds ~6,500 flights, so it is taken whole;
 # the default only bites on larger volumes, where it bounds the job's cost while keeping
@@ -87,6 +88,10 @@ DEFAULT_TREND_WINDOWS = 4
 FLUSH_ROWS = 2_000_000
 PSI_EPSILON = 1e-4
 KS_EXACT_EN = 500  # above this effective sample size, the KS p-value uses the limit law  # share floor for PSI: a bin empty on one side would make it infinite
+
+# The mean score of a window as an exact decimal sum: a double sum depends on the order in
+# which DuckDB's threads add it up, so recomputing a window could change its last digit.
+EXACT_MEAN_SCORE = "avg(CAST(score AS DECIMAL(38, 17)))"
 
 WINDOW_SQL = {
     "day": ("flight_date", "INTERVAL 1 DAY"),
@@ -130,14 +135,17 @@ THRESHOLDS: dict[str, Threshold] = {
     "calibration_gap": Threshold(0.05, 0.10, absolute=True),  # observed rate - mean score
     "weighted_drift": Threshold(0.10, 0.25),  # importance-weighted share of drifted features
 }
-# Features with one value per day (and origin): a week holds 7 days x 3 airports of them,
-# so a weekly window compares ~21 values with six months of days and reads "shifted" for
-# any ordinary week of weather (the expected PSI of 21 draws over 10 bins is ~0.4). In
-# day and week windows their status is capped at yellow and they do not count in the
-# overall status; month windows (~90 values) judge them fully.
+# Features with one value per day (and origin, or group): a week holds 7 days x 3 airports
+# of them, so a weekly window compares ~21 values with six months of days and reads
+# "shifted" for any ordinary week of weather (the expected PSI of 21 draws over 10 bins is
+# ~0.4). The history features are the same kind: one disruption rate per day and group, so
+# a week is 7 draws of the recent disruption regime (a stormy week moves all of them at
+# once, by construction). In day and week windows their status is capped at yellow and they
+# do not count in the overall status; month windows (~30-90 values) judge them fully.
 DAY_LEVEL_FEATURES = frozenset(
     [c for c in fe.NUMERIC_FEATURES if c.startswith(("day_", "nyc_"))]
     + ["origin_day_departures", "days_to_holiday", "day_of_week", "is_weekend"]
+    + list(HISTORY_FEATURES)
 )
 FULL_STATUS_WINDOWS = frozenset({"month"})
 EFFECT_METRICS = (
@@ -303,7 +311,7 @@ def chi_squared(reference_counts: np.ndarray, current_counts: np.ndarray) -> tup
     # (a millisecond, times every feature of every window)
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
     statistic = float(np.sum((table - expected) ** 2 / expected))
-    return statistic, float(stats.chi2.sf(statistic, table.shape[1] - 1))
+    return statistic, float(special.chdtrc(table.shape[1] - 1, statistic))  # = stats.chi2.sf
 
 
 def ks_from_counts(
@@ -335,7 +343,8 @@ def ks_from_counts(
     d = float(np.max(np.abs(ecdf(rv, rc, n) - ecdf(cv, cc, m))))
     en = n * m / (n + m)
     # kstwo's exact sum costs milliseconds at large n, where the limit law is as good
-    p = stats.kstwo.sf(d, np.round(en)) if en <= KS_EXACT_EN else stats.kstwobign.sf(d * np.sqrt(en))
+    # (special.kolmogorov is stats.kstwobign.sf without the distribution object's overhead)
+    p = stats.kstwo.sf(d, np.round(en)) if en <= KS_EXACT_EN else special.kolmogorov(d * np.sqrt(en))
     p = float(np.clip(p, 0.0, 1.0))
     return d, p
 
@@ -388,9 +397,10 @@ def change_point(values: Sequence[float], seed: int) -> tuple[int | None, float]
     The statistic is the largest |t| of a mean shift over every split leaving at least two
     windows each side; its p-value comes from ``CHANGE_POINT_PERMUTATIONS`` fixed-seed
     permutations of the series (exchangeable when nothing changed). Returns (index of the
-    first window after the shift, p-value)."""
+    first window after the shift in ``values``, p-value)."""
     y = np.asarray(values, dtype=np.float64)
-    y = y[np.isfinite(y)]
+    kept = np.flatnonzero(np.isfinite(y))  # missing windows are left out
+    y = y[kept]
     if y.size < 4:
         return None, float("nan")
     observed, where = _shift_statistics(y[None, :])[0]
@@ -399,7 +409,7 @@ def change_point(values: Sequence[float], seed: int) -> tuple[int | None, float]
     rng = np.random.default_rng(seed)
     permuted = rng.permuted(np.tile(y, (CHANGE_POINT_PERMUTATIONS, 1)), axis=1)
     exceed = int(np.sum(_shift_statistics(permuted)[:, 0] >= observed))
-    return int(where), (exceed + 1) / (CHANGE_POINT_PERMUTATIONS + 1)
+    return int(kept[int(where)]), (exceed + 1) / (CHANGE_POINT_PERMUTATIONS + 1)
 
 
 def worst(statuses: Iterable[str]) -> str:
@@ -490,37 +500,35 @@ def bin_sql(expr: str, bins: dict[str, Any]) -> str:
 
 
 def counts_sql(table: str, reference: Reference, columns: set[str]) -> str:
-    """One query: (window_start, model_version, feature, value, label, unknown, bin, n) for
-    every feature and the score of one model version, over every window in ``table``.
+    """One query: (window_start, feature, value, label, unknown, bin, n) for every feature
+    and the score of one model version, over every window in ``table`` (that version's rows).
 
     Numeric features are grouped by value first and binned per distinct value (exact, as
     the value is the group); the score, nearly unique per row, is binned per row and its
     values rounded to 1e-4 for the KS table (the KS statistic moves by at most the
     reference's mass within 5e-5 of a value)."""
     parts = []
-    where = f"WHERE model_version = '{reference.version}'"
-    group = "window_start, model_version"
     for name, spec in reference.profile["features"].items():
         col = _ident(name)
         if spec["kind"] == "numeric":
             parts.append(
-                f"SELECT {group}, '{name}' AS feature, v AS value, NULL::VARCHAR AS label, NULL::BOOLEAN AS unknown, "
-                f"{bin_sql('v', spec['bins'])} AS bin, n FROM "
-                f"(SELECT {group}, CAST({col} AS DOUBLE) AS v, count(*) AS n FROM {table} {where} GROUP BY ALL)"
+                f"SELECT window_start, '{name}' AS feature, v AS value, NULL::VARCHAR AS label, "
+                f"NULL::BOOLEAN AS unknown, {bin_sql('v', spec['bins'])} AS bin, n FROM "
+                f"(SELECT window_start, CAST({col} AS DOUBLE) AS v, count(*) AS n FROM {table} GROUP BY ALL)"
             )
         else:
             flag = f"unknown_{name}"
             unknown = _ident(flag) if flag in columns else "FALSE"
             parts.append(
-                f"SELECT {group}, '{name}' AS feature, NULL::DOUBLE AS value, CAST({col} AS VARCHAR) AS label, "
+                f"SELECT window_start, '{name}' AS feature, NULL::DOUBLE AS value, CAST({col} AS VARCHAR) AS label, "
                 f"coalesce({unknown}, FALSE) AS unknown, NULL::INTEGER AS bin, count(*) AS n "
-                f"FROM {table} {where} GROUP BY ALL"
+                f"FROM {table} GROUP BY ALL"
             )
     score_bins = reference.profile["score"]["bins"]
     parts.append(
-        f"SELECT {group}, '{SCORE}' AS feature, round(score, 4) AS value, NULL::VARCHAR, NULL::BOOLEAN, b AS bin, "
-        f"count(*) AS n FROM (SELECT {group}, score, {bin_sql('score', score_bins)} AS b FROM {table} {where}) "
-        "GROUP BY ALL"
+        f"SELECT window_start, '{SCORE}' AS feature, round(score, 4) AS value, NULL::VARCHAR, NULL::BOOLEAN, "
+        f"b AS bin, count(*) AS n FROM (SELECT window_start, score, {bin_sql('score', score_bins)} AS b "
+        f"FROM {table}) GROUP BY ALL"
     )
     return "\nUNION ALL\n".join(parts)
 
@@ -528,6 +536,11 @@ def counts_sql(table: str, reference: Reference, columns: set[str]) -> str:
 def _paths(dataset: str) -> list[str]:
     folder = Path(lake.dataset_glob(dataset)).parent
     return [(folder / f"{batch}.parquet").as_posix() for batch in lake.batch_ids(dataset)]
+
+
+def _scan(paths: Sequence[str]) -> pl.LazyFrame:
+    """A Polars scan of lake files; a column missing from older files reads as null."""
+    return pl.scan_parquet(list(paths), missing_columns="insert", extra_columns="ignore")
 
 
 def _sql_list(paths: Sequence[str]) -> str:
@@ -577,7 +590,8 @@ class MonitorConfig:
         """What the results of a window depend on besides its data (part of its fingerprint)."""
         thresholds = {k: asdict(v) for k, v in THRESHOLDS.items()}
         return json.dumps(
-            [MONITOR_VERSION, self.window, self.sample_rows, self.min_rows, self.seed, thresholds],
+            # the sample's hash is Polars' (stable within a version, not across versions)
+            [MONITOR_VERSION, pl.__version__, self.window, self.sample_rows, self.min_rows, self.seed, thresholds],
             sort_keys=True,
         )
 
@@ -678,9 +692,10 @@ class Monitor:
 
     # ------------------------------------------------------------------ one window
 
-    def load_group(self, group: list[Window], columns: list[str]) -> None:
-        """Materialise in ``cur`` the rows measured for a group of windows: each flight once
-        per model version (its latest score), all of them or a fixed-seed sample of flights.
+    def load_group(self, group: list[Window], columns: list[str]) -> pl.DataFrame:
+        """The rows measured for a group of windows, each flight once per model version (its
+        latest score), all of them or a fixed-seed sample of flights; registered in the job's
+        DuckDB connection as ``cur`` for the counting SQL.
 
         The sample is drawn by a hash of the flight key and the seed: a flight is in it when
         ``hash(key, seed) <= fraction * 2^64``, so each flight is kept with probability
@@ -688,54 +703,70 @@ class Monitor:
         every score of a flight has the same key, the sample commutes with keeping the latest
         score: the deduplication runs on the sample, not on every row (the keyed pass over
         10M rows is what would cost seconds), and the same seed gives the same sample whatever
-        the thread count or file order."""
+        the thread count or file order.
+
+        The read is a Polars scan with the sample as its predicate: Polars decodes the key
+        columns first and the other ~70 columns only for the sampled rows, where a DuckDB
+        scan decodes every row of every column before filtering (docs/monitoring.md,
+        "Windows and samples", has the measurement)."""
         files = sorted({f for w in group for f in w.files})
-        keys = ", ".join(KEY_COLUMNS)
-        select = ", ".join(_ident(c) for c in columns)
-        lo, hi = min(w.start for w in group), max(w.end for w in group)
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE cur AS SELECT * FROM (SELECT {self._start_sql} AS window_start, {select} "
-            f"FROM read_parquet({_sql_list(files)}, union_by_name = true) WHERE flight_date >= ? AND flight_date < ?) "
-            f"WHERE {self._sample_predicate(group)}",
-            [lo, hi],
-        )
-        # Latest score per flight and model version; a narrow window over the sample's keys,
-        # then the few superseded rows go (re-scores are rare, rewriting the table is not).
-        self.con.execute(
-            "DELETE FROM cur WHERE rowid IN (SELECT rowid FROM (SELECT rowid, row_number() OVER ("
-            f"PARTITION BY {keys}, model_version ORDER BY scored_at DESC, score DESC) AS rn FROM cur) WHERE rn > 1)"
-        )
+        predicate, window_start = self._sample(group)
+        frame = _scan(files).filter(predicate).select(window_start, *columns).collect()
+        identity = [*KEY_COLUMNS, "model_version"]
+        if frame.select(pl.struct(identity).is_duplicated().any()).item():
+            # re-scored flights: keep each one's latest score (ties: the higher score), chosen
+            # on the narrow columns and gathered once (sorting ~75 wide columns costs more)
+            latest = (
+                frame.select(*identity, "scored_at", SCORE)
+                .with_row_index("row")
+                .sort("scored_at", SCORE, descending=True, nulls_last=True, maintain_order=True)
+                .unique(identity, keep="first", maintain_order=True)
+                .get_column("row")
+                .sort()
+            )
+            frame = frame[latest]
+        self.con.register("cur", frame)
+        return frame
 
-    @property
-    def _start_sql(self) -> str:
-        return WINDOW_SQL[self.config.window][0]
-
-    def _sample_predicate(self, group: list[Window], prefix: str = "") -> str:
-        """``window_start`` in the group, and the flight in its window's sample."""
-        keys = ", ".join(f"{prefix}{k}" for k in KEY_COLUMNS)
-        starts = ", ".join(f"DATE '{w.start}'" for w in group)
-        start = f"{prefix}window_start" if prefix else "window_start"
-        cases = " ".join(f"WHEN DATE '{w.start}' THEN {w.hash_limit}::UBIGINT" for w in group)
-        return f"{start} IN ({starts}) AND hash({keys}, {int(self.seed)}) <= CASE {start} {cases} END"
+    def _sample(self, group: list[Window]) -> tuple[pl.Expr, pl.Expr]:
+        """(predicate, window_start) of a group: the flight's date in one of the group's
+        windows (their bounds as the windows' SQL defined them) and the flight in its
+        window's sample; the window each flight date belongs to."""
+        dates: list[date] = []
+        starts: list[date] = []
+        limits: list[int] = []
+        for window in group:
+            for offset in range((window.end - window.start).days):
+                dates.append(window.start + timedelta(days=offset))
+                starts.append(window.start)
+                limits.append(window.hash_limit)
+        day = pl.col("flight_date")
+        if any(window.fraction < 1 for window in group):
+            # a date outside the group has no limit (null), so its rows fail the comparison
+            limit = day.replace_strict(dates, limits, default=None, return_dtype=pl.UInt64)
+            predicate = pl.struct(KEY_COLUMNS).hash(self.seed) <= limit
+        else:
+            predicate = day.is_in(dates)
+        return predicate, day.replace_strict(dates, starts, default=None, return_dtype=pl.Date).alias(
+            "window_start"
+        )
 
     def drift_rows(
-        self, reference: Reference, columns: set[str]
+        self, reference: Reference, frame: pl.DataFrame, columns: set[str]
     ) -> dict[tuple[date, str], list[dict[str, Any]]]:
-        """Drift rows of every window of one model version held in ``cur``, by (window, version)."""
-        counts = self.con.sql(counts_sql("cur", reference, columns)).pl()
+        """Drift rows of every window of one model version in the loaded ``frame``, by
+        (window, version). The version's rows are counted as a table of their own, so the
+        counting groups by window and value only."""
+        self.con.register("cur_version", frame.filter(pl.col("model_version") == reference.version))
+        counts = self.con.sql(counts_sql("cur_version", reference, columns)).pl()
         means = dict(
-            ((start, v), mean)
-            for start, v, mean in self.con.execute(
-                "SELECT window_start, model_version, avg(score) FROM cur WHERE model_version = ? GROUP BY ALL",
-                [reference.version],
-            ).fetchall()
+            self.con.sql(f"SELECT window_start, {EXACT_MEAN_SCORE} FROM cur_version GROUP BY ALL").fetchall()
         )
-        result = {}
-        for (start, version), part in counts.partition_by(
-            "window_start", "model_version", as_dict=True
-        ).items():
-            result[(start, version)] = window_drift(reference, part, means.get((start, version)))
-        return result
+        self.con.unregister("cur_version")
+        return {
+            (start, reference.version): window_drift(reference, part, means.get(start))
+            for (start,), part in counts.partition_by("window_start", as_dict=True).items()
+        }
 
     def performance(self, group: list[Window], thresholds: dict[str, float]) -> dict[tuple[date, str], dict]:
         """Realized performance of every (window, version) in ``cur`` whose outcomes have arrived:
@@ -753,15 +784,12 @@ class Monitor:
         if not files or not thresholds:
             return result
         keys = ", ".join(KEY_COLUMNS)
-        lo, hi = min(w.start for w in group), max(w.end for w in group)
+        predicate, _ = self._sample(group)  # the same flights as the scored sample
+        self.con.register("act", _scan(files).filter(predicate).select(*KEY_COLUMNS, "is_disrupted").collect())
         values = ", ".join(f"('{v}', {float(t)!r}e0)" for v, t in thresholds.items())
         query = f"""
             WITH a AS (
-                SELECT {keys}, any_value(is_disrupted) AS y FROM (
-                    SELECT {keys}, is_disrupted, {self._start_sql} AS window_start
-                    FROM read_parquet({_sql_list(files)}, union_by_name = true)
-                    WHERE flight_date >= ? AND flight_date < ?
-                ) WHERE {self._sample_predicate(group)} GROUP BY ALL
+                SELECT {keys}, any_value(is_disrupted) AS y FROM act GROUP BY ALL
             ), t AS (SELECT * FROM (VALUES {values}) t(model_version, thr)
             ), j AS (
                 SELECT c.window_start, c.model_version, c.score, a.y, (c.score >= t.thr)::INT AS flagged
@@ -781,12 +809,14 @@ class Monitor:
             SELECT window_start, model_version, count(*) AS n_with_outcome, any_value(auc.roc_auc) AS roc_auc,
                    sum(y * flagged) / nullif(sum(flagged), 0) AS precision,
                    sum(y * flagged) / nullif(sum(y), 0) AS recall,
-                   avg(flagged) AS flagged_share, avg(y) AS observed_rate, avg(score) AS mean_score
+                   avg(flagged) AS flagged_share, avg(y) AS observed_rate, {EXACT_MEAN_SCORE} AS mean_score
             FROM j JOIN auc USING (window_start, model_version) GROUP BY ALL
         """
-        cursor = self.con.execute(query, [lo, hi])
+        cursor = self.con.execute(query)
         names = [column[0] for column in cursor.description]
-        for row in cursor.fetchall():
+        rows = cursor.fetchall()
+        self.con.unregister("act")
+        for row in rows:
             record = dict(zip(names, row, strict=True))
             key = (record.pop("window_start"), record.pop("model_version"))
             result[key] = {**result.get(key, {"n_scored": 0}), **record}
@@ -829,7 +859,12 @@ class Monitor:
         todo: list[Window] = []
         for (start, end), rows in per_window.items():
             files = overlapping(scored_ranges, start, end)
-            actuals = overlapping(actual_ranges, start, end)
+            # outcomes of the dates the window's scored files cover (a partial first week
+            # does not read the outcome history published before the scored period)
+            held = scored_ranges.filter(pl.col("file").is_in(files))
+            first = max(start, held["lo"].min())
+            last = min(end, held["hi"].max() + timedelta(days=1))
+            actuals = overlapping(actual_ranges, first, last)
             fingerprint = hashlib.sha256(
                 "\n".join([config.key(), profiles, *files, "--", *actuals]).encode()
             ).hexdigest()
@@ -845,9 +880,9 @@ class Monitor:
                 groups.append([])
             groups[-1].append(window)
         for group in tqdm(groups, desc=f"{config.window} windows ({len(todo)})", disable=not config.progress):
-            self.load_group(group, columns)
-            self._measure(out, group, set(columns))
-        self.con.execute("DROP TABLE IF EXISTS cur")
+            frame = self.load_group(group, columns)
+            self._measure(out, group, frame, set(columns))
+            self.con.unregister("cur")
 
         self._write(out, ("windows", "drift", "performance"))
         summary = RunSummary(
@@ -876,14 +911,16 @@ class Monitor:
             raise MonitoringError(f"the scored dataset lacks column(s) {missing} that monitoring needs")
         return [c for c in wanted if c in available]
 
-    def _measure(self, out: dict[str, list[dict[str, Any]]], group: list[Window], columns: set[str]) -> None:
+    def _measure(
+        self, out: dict[str, list[dict[str, Any]]], group: list[Window], frame: pl.DataFrame, columns: set[str]
+    ) -> None:
         """Drift, performance and window rows of every (window, version) of a loaded group."""
         stamp = {"run_id": self.run_id, "computed_at": self.computed_at}
         usable = {v: r for v, r in self.references.items() if r is not None}
         perf = self.performance(group, {v: r.threshold for v, r in usable.items()})
         drift: dict[tuple[date, str], list[dict[str, Any]]] = {}
         for version in sorted({v for w in group for v in w.rows} & set(usable)):
-            drift.update(self.drift_rows(usable[version], columns))
+            drift.update(self.drift_rows(usable[version], frame, columns))
         capped = self.config.window not in FULL_STATUS_WINDOWS
         for window in group:
             for version, n_rows in sorted(window.rows.items()):
@@ -1013,9 +1050,11 @@ def numeric_distributions(spec: dict[str, Any], counts: pl.DataFrame) -> tuple[n
     k = len(bins["shares"])
     null = float(spec.get("null_rate") or 0.0)
     reference = np.concatenate([[null, 0.0], (1 - null) * np.asarray(bins["shares"], dtype=np.float64)])
-    current = np.zeros(k + 2)
-    for b, n in counts.group_by("bin").agg(pl.col("n").sum()).iter_rows():
-        current[0 if b == -1 else 1 if b == -2 else int(b) + 2] += n
+    # numpy on the table's columns: this runs for every feature of every window
+    b = counts.get_column("bin").to_numpy().astype(np.int64)
+    index = np.where(b == -1, 0, np.where(b == -2, 1, b + 2))
+    weights = counts.get_column("n").to_numpy().astype(np.float64)
+    current = np.bincount(index, weights=weights, minlength=k + 2)
     return reference, current, int(spec.get("n") or 0)
 
 
@@ -1031,13 +1070,12 @@ def numeric_metrics(name: str, spec: dict[str, Any], counts: pl.DataFrame) -> li
     chi2, chi2_p = chi_squared(reference * n_ref, current)
     rows.append(_metric(name, "chi2_statistic", chi2, chi2_p, n_ref, n_cur))
     ks = spec["ks_reference"]
-    values = counts.filter(pl.col("bin") >= -2).filter(
-        pl.col("value").is_not_null() & pl.col("value").is_not_nan()
-    )
-    if values.height and ks["n"]:
-        d, p = ks_from_counts(np.asarray(ks["values"]), np.asarray(ks["counts"]), values["value"].to_numpy(),
-                              values["n"].to_numpy())  # fmt: skip
-        rows.append(_metric(name, "ks_statistic", d, p, ks["n"], int(values["n"].sum())))
+    value = counts.get_column("value").cast(pl.Float64).to_numpy()  # null -> NaN
+    known = ~np.isnan(value)
+    if known.any() and ks["n"]:
+        n_values = counts.get_column("n").to_numpy()[known]
+        d, p = ks_from_counts(np.asarray(ks["values"]), np.asarray(ks["counts"]), value[known], n_values)
+        rows.append(_metric(name, "ks_statistic", d, p, ks["n"], int(n_values.sum())))
     else:  # an all-null window: no values to compare, the null rate says it
         rows.append(_metric(name, "ks_statistic", None, None, ks["n"], 0))
     rows.append(_metric(name, "null_rate_change", current[0] / n_cur - reference[0], None, n_ref, n_cur))

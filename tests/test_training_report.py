@@ -226,9 +226,15 @@ def _assert_table_is_summary(rows: list[dict[str, str]], summary: pl.DataFrame, 
         for header, column in [("validation ROC-AUC", "validation_roc_auc"), ("test ROC-AUC", "test_roc_auc"),
                                ("validation PR-AUC", "validation_pr_auc"), ("test PR-AUC", "test_pr_auc"),
                                ("test Brier", "test_brier")]:  # fmt: skip
-            assert _number(row[header]) == round(want[column], 4), (row["model"], header)
+            # the selected model is pinned by its version (a content hash), so its figures are
+            # exact; the other candidates' solvers (lbfgs on threaded BLAS) move in the 4th
+            # decimal between runs (logistic regression's validation ROC-AUC: 0.7418 / 0.7417)
+            tolerance = 0 if selected else 5e-4
+            assert _number(row[header]) == pytest.approx(round(want[column], 4), abs=tolerance), (
+                row["model"], header)  # fmt: skip
         monthly = [_number(v) for v in row["monthly ROC-AUC Jul–Dec: mean / std / worst"].split(" / ")]
-        assert monthly == [round(want[f"monthly_auc_{k}"], 3) for k in ("mean", "std", "min")]
+        expected = [round(want[f"monthly_auc_{k}"], 3) for k in ("mean", "std", "min")]
+        assert monthly == pytest.approx(expected, abs=0 if selected else 1.5e-3)
         assert _number(row["size KB"]) == round(want["size_kb"])
         if timings:
             assert _number(row["fit s"]) == round(want["fit_seconds"], 1)

@@ -211,8 +211,8 @@ def evidently_frames(version: str, sampled: bool, windows: int) -> tuple[object,
         window = mm.Window(
             start, end, mm.overlapping(ranges, start, end), [], "", {version: n}, monitor.config.sample_rows
         )
-        monitor.load_group([window], columns)  # the rows the job measures for this window
-        current = monitor.con.sql(f"SELECT {', '.join(fe.FEATURES)}, score FROM cur").pl()
+        # the rows the job measures for this window
+        current = monitor.load_group([window], columns).select(*fe.FEATURES, "score")
         current = current.with_columns(pl.col(c).cast(pl.String) for c in fe.CATEGORICAL_FEATURES)
         frames.append(current.to_pandas())
         sizes.append(current.height)

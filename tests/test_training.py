@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -139,6 +140,13 @@ def test_artifact_round_trip(small_run, run_settings) -> None:
     assert card["time_ranges"]["train"]["to"] <= "2013-06-30"
     assert "dep_time" not in card["input_schema"] and "sched_dep_time" in card["input_schema"]
     assert len(card["training_data_sha256"]) == 64 and "lightgbm" in card["library_versions"]
+    # the stored gain shares are the booster's, so monitoring need not load LightGBM for them
+    gains = artifact.booster.feature_importance(importance_type="gain")
+    stored = card["feature_importance"]["shares"]
+    names = artifact.booster.feature_name()
+    assert card["feature_importance"]["type"] == "gain" and set(stored) == set(names)
+    assert np.allclose([stored[n] for n in names], gains / gains.sum(), rtol=1e-12, atol=0)
+    assert artifact.importance == stored
     profile = artifact.profile
     assert set(profile["features"]) == set(fe.FEATURES)
     numeric = profile["features"]["sched_dep_min"]
@@ -177,6 +185,15 @@ def test_missing_checksums_are_refused(small_run, run_settings) -> None:
 def test_versions_are_names_not_paths(run_settings, version: str) -> None:
     with pytest.raises(ArtifactError):
         load_artifact(version)
+
+
+def test_a_card_without_stored_importance_takes_it_from_the_booster(small_run, run_settings) -> None:
+    artifact = load_artifact(small_run[0].version)
+    older = dataclasses.replace(
+        artifact, card={k: v for k, v in artifact.card.items() if k != "feature_importance"}
+    )
+    assert older.importance == pytest.approx(artifact.importance, rel=1e-12)
+    assert sum(older.importance.values()) == pytest.approx(1)
 
 
 def test_model_card_is_plain_json(small_run, run_settings) -> None:

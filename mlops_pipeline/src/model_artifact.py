@@ -71,6 +71,17 @@ class ModelArtifact:
         return self.card["version"]
 
     @property
+    def importance(self) -> dict[str, float]:
+        """Each feature's share of the model's total split gain, as training stored it in the
+        card (so monitoring never imports LightGBM); from the booster for older cards."""
+        stored = self.card.get("feature_importance")
+        if stored is not None:
+            return {name: float(share) for name, share in stored["shares"].items()}
+        return gain_shares(
+            self.booster.feature_name(), self.booster.feature_importance(importance_type="gain")
+        )
+
+    @property
     def threshold(self) -> float:
         return float(self.card["threshold"]["value"])
 
@@ -81,6 +92,13 @@ class ModelArtifact:
     @property
     def feature_state(self) -> FeatureState:
         return FeatureState.from_dict(self.card["feature_state"])
+
+
+def gain_shares(names: list[str], gains: Any) -> dict[str, float]:
+    """Gain importance as shares of the total (all zero when the model never split)."""
+    values = [float(g) for g in gains]
+    total = sum(values) or 1.0
+    return {name: value / total for name, value in zip(names, values, strict=True)}
 
 
 def models_dir() -> Path:

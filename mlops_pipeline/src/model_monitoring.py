@@ -454,16 +454,12 @@ def check_profile(version: str, profile: dict[str, Any]) -> None:
 def load_reference(version: str) -> Reference:
     artifact = load_artifact(version)
     check_profile(version, artifact.profile)
-    gains = artifact.booster.feature_importance(importance_type="gain")
-    names = artifact.booster.feature_name()
-    total = float(np.sum(gains)) or 1.0
-    importance = {name: float(g) / total for name, g in zip(names, gains, strict=True)}
     digest = hashlib.sha256(json.dumps(artifact.profile, sort_keys=True).encode()).hexdigest()
     return Reference(
         version=version,
         profile=artifact.profile,
         threshold=artifact.threshold,
-        importance=importance,
+        importance=artifact.importance,
         levels=artifact.feature_state.category_levels,
         digest=f"{artifact.model_sha256[:16]}/{digest[:16]}",
     )
@@ -591,7 +587,15 @@ class MonitorConfig:
         thresholds = {k: asdict(v) for k, v in THRESHOLDS.items()}
         return json.dumps(
             # the sample's hash is Polars' (stable within a version, not across versions)
-            [MONITOR_VERSION, pl.__version__, self.window, self.sample_rows, self.min_rows, self.seed, thresholds],
+            [
+                MONITOR_VERSION,
+                pl.__version__,
+                self.window,
+                self.sample_rows,
+                self.min_rows,
+                self.seed,
+                thresholds,
+            ],
             sort_keys=True,
         )
 
@@ -785,7 +789,9 @@ class Monitor:
             return result
         keys = ", ".join(KEY_COLUMNS)
         predicate, _ = self._sample(group)  # the same flights as the scored sample
-        self.con.register("act", _scan(files).filter(predicate).select(*KEY_COLUMNS, "is_disrupted").collect())
+        self.con.register(
+            "act", _scan(files).filter(predicate).select(*KEY_COLUMNS, "is_disrupted").collect()
+        )
         values = ", ".join(f"('{v}', {float(t)!r}e0)" for v, t in thresholds.items())
         query = f"""
             WITH a AS (
@@ -912,7 +918,11 @@ class Monitor:
         return [c for c in wanted if c in available]
 
     def _measure(
-        self, out: dict[str, list[dict[str, Any]]], group: list[Window], frame: pl.DataFrame, columns: set[str]
+        self,
+        out: dict[str, list[dict[str, Any]]],
+        group: list[Window],
+        frame: pl.DataFrame,
+        columns: set[str],
     ) -> None:
         """Drift, performance and window rows of every (window, version) of a loaded group."""
         stamp = {"run_id": self.run_id, "computed_at": self.computed_at}

@@ -66,7 +66,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 import ft_engineering as fe  # noqa: E402
 import training_report as report  # noqa: E402
-from model_artifact import models_dir, save_artifact, set_latest, verify  # noqa: E402
+from model_artifact import gain_shares, models_dir, save_artifact, set_latest, verify  # noqa: E402
 from reference_profile import build_reference_profile  # noqa: E402
 from settings import get_settings  # noqa: E402
 
@@ -414,6 +414,7 @@ def build_card(
         }
         for name, frame in data.splits().items()
     }
+    booster = best.model.booster_
     return {
         "version": version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -432,6 +433,10 @@ def build_card(
         "best_iteration": best.best_iteration,
         "threshold": best.threshold,
         "metrics": best.metrics,
+        "feature_importance": {
+            "type": "gain",
+            "shares": gain_shares(booster.feature_name(), booster.feature_importance(importance_type="gain")),
+        },
         "monthly_roc_auc": {str(k): v for k, v in best.monthly_auc.items()},
         "selection_rule": SELECTION_RULE,
         "tuning": best.tuning,

@@ -7,7 +7,9 @@ on the real Sep-Dec production scoring and checks that the seasonal drift is fla
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -271,6 +273,56 @@ def test_sampling_is_repeatable_and_bounded(artifact: str) -> None:
     assert 140 <= _current("windows")["n_sampled"].item() <= 260  # a Bernoulli sample of ~200 flights
     _run(sample_rows=200, full=True)
     assert _current("drift").drop("run_id", "computed_at").sort("feature", "metric").equals(first)
+
+
+def test_the_sample_does_not_depend_on_file_order_or_threads(artifact: str) -> None:
+    """What a user changes between two runs: the thread count (DuckDB's and Polars') and the
+    order the lake lists its files in; the sampled flights and the drift rows stay the same."""
+    fill_weeks(weeks=2)
+    _run(sample_rows=300)
+    drift = _current("drift").drop("run_id", "computed_at").sort("window_start", "feature", "metric")
+    monitor = mm.Monitor(mm.MonitorConfig(progress=False, sample_rows=300))
+    files = mm._paths("scored")
+    window = mm.Window(START, START + timedelta(days=7), files, [], "", {VERSION: 7 * ROWS_PER_DAY}, 300)
+    columns = [*mm.KEY_COLUMNS, "flight_date", "model_version", "scored_at", "score", "precip"]
+    keys = [*mm.KEY_COLUMNS, "model_version"]
+    forward = monitor.load_group([window], columns).sort(keys)
+    backward = monitor.load_group([dataclasses.replace(window, files=files[::-1])], columns).sort(keys)
+    assert forward.equals(backward) and 0 < forward.height < 7 * ROWS_PER_DAY
+    # one thread for both engines, in a process of its own (Polars fixes its pool at import)
+    env = {**os.environ, "POLARS_MAX_THREADS": "1", "MLOPS_N_THREADS": "1"}
+    script = (
+        "import model_monitoring as mm; "
+        "mm.run_once(mm.MonitorConfig(progress=False, min_rows=300, sample_rows=300, full=True))"
+    )
+    subprocess.run([sys.executable, "-c", script], env=env, cwd=SRC_DIR, check=True, capture_output=True)
+    again = _current("drift").drop("run_id", "computed_at").sort("window_start", "feature", "metric")
+    assert again.equals(drift)
+
+
+def test_day_level_features_are_capped_in_weeks_and_judged_in_months() -> None:
+    """A history rate is one value per day and group: red in a week is capped at yellow and
+    left out of the weighted drift; a month window judges it in full."""
+    feature = next(iter(mm.HISTORY_FEATURES))
+    assert feature in mm.DAY_LEVEL_FEATURES
+
+    def rows() -> list[dict]:
+        return [
+            {**mm._metric(feature, "psi", 0.6, None, 1000, 700), "status": mm.RED},
+            {**mm._metric("precip", "psi", 0.01, None, 1000, 700), "status": mm.GREEN},
+        ]
+
+    importance = {feature: 0.5, "precip": 0.5}
+    week = rows()
+    mm.cap_day_level(week)
+    weighted, overall = mm.feature_statuses(week, importance, capped=True)
+    status = {r["feature"]: r["status"] for r in week if r["metric"] == "status"}
+    assert status[feature] == mm.YELLOW and weighted == 0 and overall == mm.GREEN
+    month = rows()  # month windows are in FULL_STATUS_WINDOWS: no cap
+    assert "month" in mm.FULL_STATUS_WINDOWS
+    weighted, overall = mm.feature_statuses(month, importance, capped=False)
+    status = {r["feature"]: r["status"] for r in month if r["metric"] == "status"}
+    assert status[feature] == mm.RED and weighted == pytest.approx(0.5) and overall == mm.RED
 
 
 def test_edge_cases_all_null_single_category_empty() -> None:

@@ -196,7 +196,7 @@ def evidently_frames(version: str, sampled: bool, windows: int) -> tuple[object,
     )
     paths = mm._paths("scored")
     ranges = mm.file_date_ranges(monitor.con, paths)
-    starts, interval = mm.WINDOW_SQL["week"]
+    starts, interval = mm.window_start_sql("week"), mm.WINDOW_SQL["week"][1]
     bounds = monitor.con.sql(
         f"SELECT {starts} AS s, CAST({starts} + {interval} AS DATE), count(*) FROM read_parquet({mm._sql_list(paths)}) "
         "GROUP BY ALL ORDER BY 1"

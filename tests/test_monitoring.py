@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
@@ -34,6 +35,7 @@ from conftest import (
     VERSION,
     fill_weeks,
     publish_day,
+    save_synthetic_artifact,
     scored_day,
     synthetic_frame,
 )
@@ -298,6 +300,64 @@ def test_the_sample_does_not_depend_on_file_order_or_threads(artifact: str) -> N
     subprocess.run([sys.executable, "-c", script], env=env, cwd=SRC_DIR, check=True, capture_output=True)
     again = _current("drift").drop("run_id", "computed_at").sort("window_start", "feature", "metric")
     assert again.equals(drift)
+
+
+@pytest.mark.parametrize("window", ["day", "week", "month"])
+def test_window_counts_from_footers_match_a_scan(artifact: str, window: str) -> None:
+    """Daily single-version batches count from their footers; a batch that spans two weeks
+    (one version) and one that also holds two versions are read; the counts are a full
+    scan's either way."""
+    fill_weeks(weeks=2)
+    days = [START + timedelta(days=6), START + timedelta(days=7)]  # Sunday and Monday
+    mixed = pl.concat(
+        scored_day(day, synthetic_frame(np.random.default_rng(5), 30), first_flight=7000, version=version)
+        for day in days
+        for version in (VERSION, "lgbm-other")
+    )
+    spans = mixed.filter(pl.col("model_version") == VERSION).with_columns(pl.col("flight") + 1000)
+    for name, batch in (("mixed-batch", mixed), ("two-weeks", spans)):
+        lake.write_batch("scored", name, batch.with_columns(pl.lit(name).alias("batch_id")).to_arrow())
+    # a file from a writer that leaves statistics out: its dates are read, its rows scanned
+    no_stats = spans.with_columns(pl.col("flight") + 1000, pl.lit("no-stats").alias("batch_id"))
+    pq.write_table(
+        no_stats.to_arrow(), lake.dataset_dir("scored") / "no-stats.parquet", write_statistics=False
+    )
+    monitor = mm.Monitor(mm.MonitorConfig(progress=False, window=window))
+    paths = mm._paths("scored")
+    files = mm.file_date_ranges(monitor.con, paths)
+    by_file = {Path(f).stem: v for f, v in files.select("file", "version").iter_rows()}
+    assert by_file["mixed-batch"] is None and by_file[f"{VERSION}.s-{START}"] == VERSION
+    assert by_file["two-weeks"] == VERSION  # one version, two day and week windows, one month
+    assert by_file["no-stats"] is None
+    no_stats_range = files.filter(pl.col("file").str.ends_with("no-stats.parquet")).select("lo", "hi").row(0)
+    assert no_stats_range == tuple(days)
+    assert files["rows"].sum() == 14 * ROWS_PER_DAY + 8 * 30
+    start, interval = mm.window_start_sql(window), mm.WINDOW_SQL[window][1]
+    scanned = monitor.con.sql(
+        f"SELECT {start}, CAST({start} + {interval} AS DATE), model_version, count(*) "
+        f"FROM read_parquet({mm._sql_list(paths)}, union_by_name = true) GROUP BY ALL ORDER BY 1, 3"
+    ).fetchall()
+    assert monitor.window_counts(files) == scanned
+
+
+def test_two_model_versions_in_one_window_are_measured_apart(artifact: str) -> None:
+    """A week re-scored by a second model: each version's rows are its own population; the
+    first version's drift rows are the ones it has when it is alone in the table."""
+    fill_weeks(weeks=1)
+    _run()
+    alone = _current("drift").drop("run_id", "computed_at").sort("feature", "metric")
+    save_synthetic_artifact("lgbm-synthetic0002")
+    for offset in range(7):
+        day = START + timedelta(days=offset)
+        frame = lake.read_dataset("scored").filter(pl.col("flight_date") == day).collect()
+        second = frame.with_columns(pl.lit("lgbm-synthetic0002").alias("model_version")).drop("batch_id")
+        publish_day(day, second, tag="v2", actuals=False)
+    _run()
+    drift = _current("drift").drop("run_id", "computed_at").sort("feature", "metric")
+    assert set(drift["model_version"]) == {VERSION, "lgbm-synthetic0002"}
+    assert drift.filter(pl.col("model_version") == VERSION).equals(alone)
+    windows = _current("windows").sort("model_version")
+    assert windows["n_sampled"].to_list() == [7 * ROWS_PER_DAY] * 2
 
 
 def test_day_level_features_are_capped_in_weeks_and_judged_in_months() -> None:

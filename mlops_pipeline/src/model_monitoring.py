@@ -93,11 +93,17 @@ KS_EXACT_EN = 500  # above this effective sample size, the KS p-value uses the l
 # which DuckDB's threads add it up, so recomputing a window could change its last digit.
 EXACT_MEAN_SCORE = "avg(CAST(score AS DECIMAL(38, 17)))"
 
-WINDOW_SQL = {
-    "day": ("flight_date", "INTERVAL 1 DAY"),
-    "week": ("CAST(date_trunc('week', flight_date) AS DATE)", "INTERVAL 7 DAY"),
-    "month": ("CAST(date_trunc('month', flight_date) AS DATE)", "INTERVAL 1 MONTH"),
+WINDOW_SQL = {  # the window's first day of a date column {d}, and its length
+    "day": ("{d}", "INTERVAL 1 DAY"),
+    "week": ("CAST(date_trunc('week', {d}) AS DATE)", "INTERVAL 7 DAY"),
+    "month": ("CAST(date_trunc('month', {d}) AS DATE)", "INTERVAL 1 MONTH"),
 }
+
+
+def window_start_sql(kind: str, column: str = "flight_date") -> str:
+    """SQL for the first day of the ``kind`` window that holds the date in ``column``."""
+    return WINDOW_SQL[kind][0].format(d=column)
+
 
 GREEN, YELLOW, RED, INFO = "green", "yellow", "red", "info"
 STATUS_RANK = {GREEN: 0, INFO: 0, YELLOW: 1, RED: 2}
@@ -431,6 +437,9 @@ class Reference:
     importance: dict[str, float]
     levels: dict[str, list[str]]
     digest: str
+    # each numeric feature's (and the score's) KS reference as arrays, converted once per run
+    # rather than once per feature and window (5,000-value lists)
+    ks_arrays: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def check_profile(version: str, profile: dict[str, Any]) -> None:
@@ -462,7 +471,18 @@ def load_reference(version: str) -> Reference:
         importance=artifact.importance,
         levels=artifact.feature_state.category_levels,
         digest=f"{artifact.model_sha256[:16]}/{digest[:16]}",
+        ks_arrays={
+            name: ks_arrays(spec)
+            for name, spec in {**artifact.profile["features"], SCORE: artifact.profile["score"]}.items()
+            if "ks_reference" in spec
+        },
     )
+
+
+def ks_arrays(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(values, counts) of a numeric profile entry's ``ks_reference``, as float arrays."""
+    ks = spec["ks_reference"]
+    return np.asarray(ks["values"], dtype=np.float64), np.asarray(ks["counts"], dtype=np.float64)
 
 
 # =========================================================================== SQL
@@ -544,14 +564,34 @@ def _sql_list(paths: Sequence[str]) -> str:
 
 
 def file_date_ranges(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> pl.DataFrame:
-    """(file, first and last flight_date) of every file, from the Parquet footers only."""
+    """(file, lo, hi, rows, version) of every file from its Parquet footer: the first and
+    last flight_date, the row count, and the model version when the footer's exact
+    statistics prove every row has the same one (null otherwise, or without the column).
+    A file whose footer has no flight_date statistics is read for them."""
+    schema = {"file": pl.String, "lo": pl.Date, "hi": pl.Date, "rows": pl.Int64, "version": pl.String}
     if not paths:
-        return pl.DataFrame(schema={"file": pl.String, "lo": pl.Date, "hi": pl.Date})
-    return con.sql(
-        f"SELECT file_name AS file, min(CAST(stats_min_value AS DATE)) AS lo, "
-        f"max(CAST(stats_max_value AS DATE)) AS hi FROM parquet_metadata({_sql_list(paths)}) "
-        "WHERE path_in_schema = 'flight_date' GROUP BY 1"
+        return pl.DataFrame(schema=schema)
+    is_date, is_version = "path_in_schema = 'flight_date'", "path_in_schema = 'model_version'"
+    exact = "stats_null_count = 0 AND min_is_exact AND max_is_exact AND stats_min_value = stats_max_value"
+    meta = con.sql(
+        f"SELECT file_name AS file, "
+        f"min(TRY_CAST(stats_min_value AS DATE)) FILTER (WHERE {is_date}) AS lo, "
+        f"max(TRY_CAST(stats_max_value AS DATE)) FILTER (WHERE {is_date}) AS hi, "
+        f"CAST(sum(row_group_num_rows) FILTER (WHERE {is_date}) AS BIGINT) AS rows, "
+        f"CASE WHEN count(*) FILTER (WHERE {is_version}) > 0 "
+        f"AND coalesce(bool_and({exact}) FILTER (WHERE {is_version}), FALSE) "
+        f"AND count(DISTINCT stats_min_value) FILTER (WHERE {is_version}) = 1 "
+        f"THEN any_value(stats_min_value) FILTER (WHERE {is_version}) END AS version "
+        f"FROM parquet_metadata({_sql_list(paths)}) WHERE {is_date} OR {is_version} GROUP BY 1"
     ).pl()
+    unknown = meta.filter(pl.col("lo").is_null() | pl.col("hi").is_null())["file"].to_list()
+    if unknown:  # no statistics in the footer: read the dates themselves
+        read = con.sql(
+            f"SELECT filename AS file, min(flight_date) AS lo, max(flight_date) AS hi "
+            f"FROM read_parquet({_sql_list(unknown)}, filename = true) GROUP BY 1"
+        ).pl()
+        meta = meta.update(read, on="file")
+    return meta.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
 
 
 def overlapping(ranges: pl.DataFrame, start: date, end: date) -> list[str]:
@@ -759,14 +799,18 @@ class Monitor:
         self, reference: Reference, frame: pl.DataFrame, columns: set[str]
     ) -> dict[tuple[date, str], list[dict[str, Any]]]:
         """Drift rows of every window of one model version in the loaded ``frame``, by
-        (window, version). The version's rows are counted as a table of their own, so the
-        counting groups by window and value only."""
-        self.con.register("cur_version", frame.filter(pl.col("model_version") == reference.version))
-        counts = self.con.sql(counts_sql("cur_version", reference, columns)).pl()
+        (window, version). The version's rows are counted as a table of their own (``cur``
+        itself when it holds no other version), so the counting groups by window and value only."""
+        versions = frame.get_column("model_version").unique()
+        table = "cur" if versions.to_list() == [reference.version] else "cur_version"
+        if table == "cur_version":
+            self.con.register(table, frame.filter(pl.col("model_version") == reference.version))
+        counts = self.con.sql(counts_sql(table, reference, columns)).pl()
         means = dict(
-            self.con.sql(f"SELECT window_start, {EXACT_MEAN_SCORE} FROM cur_version GROUP BY ALL").fetchall()
+            self.con.sql(f"SELECT window_start, {EXACT_MEAN_SCORE} FROM {table} GROUP BY ALL").fetchall()
         )
-        self.con.unregister("cur_version")
+        if table == "cur_version":
+            self.con.unregister(table)
         return {
             (start, reference.version): window_drift(reference, part, means.get(start))
             for (start,), part in counts.partition_by("window_start", as_dict=True).items()
@@ -844,14 +888,7 @@ class Monitor:
         available = set(
             self.con.sql(f"SELECT * FROM read_parquet({_sql_list(scored_paths[:1])}) LIMIT 0").columns
         )
-        starts, interval = WINDOW_SQL[config.window]
-        # The windows, defined in SQL: every window that holds a scored flight, with its rows
-        # per model version (two narrow columns, so this reads a sliver of each file).
-        counts = self.con.sql(
-            f"SELECT {starts} AS window_start, CAST({starts} + {interval} AS DATE) AS window_end, model_version, "
-            f"count(*) AS n FROM read_parquet({_sql_list(scored_paths)}, union_by_name = true) "
-            "GROUP BY ALL ORDER BY 1, 3"
-        ).fetchall()
+        counts = self.window_counts(scored_ranges)
         per_window: dict[tuple[date, date], dict[str, int]] = {}
         for start, end, version, n in counts:
             per_window.setdefault((start, end), {})[version] = n
@@ -903,6 +940,34 @@ class Monitor:
         if config.register_views:
             register_monitoring_views()
         return summary
+
+    def window_counts(self, files: pl.DataFrame) -> list[tuple[date, date, str, int]]:
+        """(window_start, window_end, model_version, scored rows) of every window that holds a
+        scored flight, defined in SQL over the flight dates. A file whose footer shows one
+        window and one model version (``file_date_ranges``; a daily batch) counts from its
+        footer; the others are read (two narrow columns)."""
+        kind, interval = self.config.window, WINDOW_SQL[self.config.window][1]
+        starts, first, last = (window_start_sql(kind, c) for c in ("flight_date", "lo", "hi"))
+        self.con.register("scored_files", files)
+        whole = (
+            f"SELECT {first} AS window_start, version AS model_version, rows AS n FROM scored_files "
+            f"WHERE version IS NOT NULL AND {first} = {last}"
+        )
+        mixed = self.con.sql(
+            f"SELECT file FROM scored_files WHERE version IS NULL OR {first} <> {last}"
+        ).fetchall()
+        parts = [whole]
+        if mixed:
+            parts.append(
+                f"SELECT {starts} AS window_start, model_version, count(*) AS n "
+                f"FROM read_parquet({_sql_list([f for (f,) in mixed])}, union_by_name = true) GROUP BY ALL"
+            )
+        counts = self.con.sql(
+            f"SELECT window_start, CAST(window_start + {interval} AS DATE) AS window_end, model_version, "
+            f"CAST(sum(n) AS BIGINT) AS n FROM ({' UNION ALL '.join(parts)}) GROUP BY ALL ORDER BY 1, 3"
+        ).fetchall()
+        self.con.unregister("scored_files")
+        return counts
 
     def _columns(self, available: set[str], versions: list[str]) -> list[str]:
         needed = [*KEY_COLUMNS, "flight_date", "model_version", "scored_at", SCORE]
@@ -1068,7 +1133,14 @@ def numeric_distributions(spec: dict[str, Any], counts: pl.DataFrame) -> tuple[n
     return reference, current, int(spec.get("n") or 0)
 
 
-def numeric_metrics(name: str, spec: dict[str, Any], counts: pl.DataFrame) -> list[dict[str, Any]]:
+def numeric_metrics(
+    name: str,
+    spec: dict[str, Any],
+    counts: pl.DataFrame,
+    reference_ks: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
+    """The numeric rows of one feature and window; ``reference_ks`` is ``ks_arrays(spec)``
+    when the caller has it already."""
     reference, current, n_ref = numeric_distributions(spec, counts)
     n_cur = int(current.sum())
     if n_cur == 0:  # an empty window: nothing to compare
@@ -1084,7 +1156,7 @@ def numeric_metrics(name: str, spec: dict[str, Any], counts: pl.DataFrame) -> li
     known = ~np.isnan(value)
     if known.any() and ks["n"]:
         n_values = counts.get_column("n").to_numpy()[known]
-        d, p = ks_from_counts(np.asarray(ks["values"]), np.asarray(ks["counts"]), value[known], n_values)
+        d, p = ks_from_counts(*(reference_ks or ks_arrays(spec)), value[known], n_values)
         rows.append(_metric(name, "ks_statistic", d, p, ks["n"], int(n_values.sum())))
     else:  # an all-null window: no values to compare, the null rate says it
         rows.append(_metric(name, "ks_statistic", None, None, ks["n"], 0))
@@ -1156,12 +1228,12 @@ def window_drift(
     for name, spec in reference.profile["features"].items():
         part = parts.get((name,), empty)
         if spec["kind"] == "numeric":
-            rows += numeric_metrics(name, spec, part)
+            rows += numeric_metrics(name, spec, part, reference.ks_arrays.get(name))
         else:
             rows += categorical_metrics(name, spec, part, reference.levels.get(name, spec.get("levels", [])))
     score_spec = reference.profile["score"]
     score_part = parts.get((SCORE,), empty)
-    rows += numeric_metrics(SCORE, score_spec, score_part)
+    rows += numeric_metrics(SCORE, score_spec, score_part, reference.ks_arrays.get(SCORE))
     if current_mean is not None:
         rows.append(
             _metric(SCORE, "mean_score_change", current_mean - score_spec["mean"], None, score_spec["n"], 0)

@@ -41,6 +41,7 @@ import math
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -338,12 +339,16 @@ def _row(label: str, f: dict[str, object], name: str) -> str:
 
 def write_results(f: dict[str, object], argv: list[str] | None) -> None:
     load = os.getloadavg()
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
     command = "nice -n 10 .venv/bin/python benchmarks/bench_monitoring.py " + " ".join(argv or sys.argv[1:])
     lines = [
         "",
         f"## Monitoring job ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
-        f"Command: `{command.strip()}` (docs/monitoring.md). Machine: {os.cpu_count()} cores, "
+        f"Command: `{command.strip()}` (docs/monitoring.md) at commit {commit or 'unknown'}. "
+        f"Machine: {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}, load average "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end (shared machine).",
         "",

@@ -25,6 +25,7 @@ import ft_engineering as fe
 import lake
 import model_deploy as md
 import model_training_evaluation as mte
+import production
 import ray_scoring
 import scoring as sc
 from data_contract import SCORING_INPUT_COLUMNS, ContractViolation
@@ -71,12 +72,20 @@ def workspace(model_folder, raw_frame, tmp_path_factory) -> dict:
     days = raw_frame.filter(pl.date("year", "month", "day").is_in(DAYS)).select(SCORING_INPUT_COLUMNS)
     shuffled = days.sample(fraction=1.0, shuffle=True, seed=13).sort("day", maintain_order=True)
     shuffled.write_parquet(folder / "flights.parquet")
-    return {
+    space = {
         "folder": folder,
         "artifacts": model_folder,
         "input": folder / "flights.parquet",
         "rows": shuffled,
     }
+    # the outcomes of the eight days before the first scored day, and of the scored days
+    # themselves, in the lake: every engine builds the same outcome history from them
+    known = raw_frame.filter(pl.date("year", "month", "day").is_between(date(2013, 8, 26), DAYS[-1]))
+    with pytest.MonkeyPatch.context() as mp:
+        _point_settings(mp, space)
+        production.write_actuals(known, "actuals-history")
+    get_settings.cache_clear()
+    return space
 
 
 def _point_settings(mp: pytest.MonkeyPatch, workspace: dict) -> None:
@@ -135,7 +144,10 @@ def test_ray_and_the_local_engine_score_alike_and_share_one_identity(
         pl.read_parquet(first_run.output), pl.read_parquet(local.output), check_exact=False, rel_tol=0,
         abs_tol=1e-12,
     )  # fmt: skip
-    assert _stored().height == workspace["rows"].height
+    stored = _stored()
+    assert stored.height == workspace["rows"].height
+    # the outcome history was there for both engines (complete for every scored day)
+    assert stored["history_days"].min() == 8 and stored["hist_d1_all_rate"].null_count() == 0
 
 
 def test_cli_rerun_on_the_running_cluster_adds_nothing(first_run, workspace, shared_settings, capsys) -> None:

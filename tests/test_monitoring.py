@@ -251,6 +251,19 @@ def test_recompute_is_idempotent_and_incremental(artifact: str) -> None:
     assert windows["run_id"].to_list()[1] == third.run_id and windows["run_id"].to_list()[0] != third.run_id
 
 
+def test_a_polars_upgrade_or_a_new_rule_recomputes_every_window(artifact: str, monkeypatch) -> None:
+    """The sample is a Polars hash, stable within a Polars version only; the rules decide
+    every status: either changing makes a run recompute every window, not only new ones."""
+    fill_weeks(weeks=2)
+    _run()
+    assert _run().windows_recomputed == 0
+    monkeypatch.setattr(pl, "__version__", "0.0.0-other")
+    assert _run().windows_recomputed == 2
+    monkeypatch.setitem(mm.THRESHOLDS, "psi", mm.Threshold(0.2, 0.3))
+    assert _run().windows_recomputed == 2
+    assert _run().windows_recomputed == 0
+
+
 def test_views_in_the_warehouse_show_the_current_rows(artifact: str) -> None:
     fill_weeks(weeks=2)
     _run()

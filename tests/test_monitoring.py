@@ -112,6 +112,34 @@ def test_change_point_finds_a_step_and_not_noise() -> None:
     assert mm.slope([0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.1)
 
 
+def test_the_sequential_change_point_p_value_decides_as_the_full_permutation_test() -> None:
+    """Stopping early never changes a decision: a series significant with all 999
+    permutations gets the same p-value; one that stops early has p >= 10/999 > alpha."""
+
+    def full(values: np.ndarray, seed: int) -> float:
+        observed = mm._shift_statistics(values[None, :])[0, 0]
+        permuted = np.random.default_rng(seed).permuted(
+            np.tile(values, (mm.CHANGE_POINT_PERMUTATIONS, 1)), axis=1
+        )
+        exceed = int(np.sum(mm._shift_statistics(permuted)[:, 0] >= observed))
+        return (exceed + 1) / (mm.CHANGE_POINT_PERMUTATIONS + 1)
+
+    rng = np.random.default_rng(11)
+    stopped = 0
+    for shift in [0.0] * 20 + [0.01, 0.02, 0.03, 0.05, 0.1, 0.3] * 3:
+        series = np.r_[rng.normal(0, 0.01, 9), rng.normal(shift, 0.01, 10)]
+        _, p = mm.change_point(series, seed=5)
+        expected = full(series, seed=5)
+        if expected < mm.CHANGE_POINT_ALPHA:
+            assert p == expected
+        else:
+            assert p >= mm.CHANGE_POINT_ALPHA and (p < mm.CHANGE_POINT_ALPHA) == (
+                expected < mm.CHANGE_POINT_ALPHA
+            )
+            stopped += p != expected
+    assert stopped > 10  # most noise series stop early
+
+
 # --------------------------------------------------------------------------- bins
 
 

@@ -166,6 +166,11 @@ STATUS_WEIGHT = {GREEN: 0.0, INFO: 0.0, YELLOW: 0.5, RED: 1.0}
 CONSECUTIVE_RED_FOR_RETRAIN = 3
 CHANGE_POINT_ALPHA = 0.01
 CHANGE_POINT_PERMUTATIONS = 999
+# Besag & Clifford's sequential p-value: permutations stop once this many reach the observed
+# statistic (then p = STOP / permutations drawn >= 10 / 999 > CHANGE_POINT_ALPHA), so only a
+# series that may be significant pays for all 999; those get the same draws and p-value.
+CHANGE_POINT_STOP = 10
+CHANGE_POINT_BLOCK = 99
 
 # Lake datasets (append-only, one batch per run) and the warehouse views over them.
 DATASETS = {
@@ -402,7 +407,8 @@ def change_point(values: Sequence[float], seed: int) -> tuple[int | None, float]
 
     The statistic is the largest |t| of a mean shift over every split leaving at least two
     windows each side; its p-value comes from ``CHANGE_POINT_PERMUTATIONS`` fixed-seed
-    permutations of the series (exchangeable when nothing changed). Returns (index of the
+    permutations of the series (exchangeable when nothing changed), drawn sequentially and
+    stopped early once the series cannot be significant (``CHANGE_POINT_STOP``). Returns (index of the
     first window after the shift in ``values``, p-value)."""
     y = np.asarray(values, dtype=np.float64)
     kept = np.flatnonzero(np.isfinite(y))  # missing windows are left out
@@ -413,8 +419,14 @@ def change_point(values: Sequence[float], seed: int) -> tuple[int | None, float]
     if observed == 0:
         return None, 1.0
     rng = np.random.default_rng(seed)
-    permuted = rng.permuted(np.tile(y, (CHANGE_POINT_PERMUTATIONS, 1)), axis=1)
-    exceed = int(np.sum(_shift_statistics(permuted)[:, 0] >= observed))
+    exceed, drawn = 0, 0
+    while drawn < CHANGE_POINT_PERMUTATIONS:  # blocks of the one fixed-seed stream of permutations
+        block = min(CHANGE_POINT_BLOCK, CHANGE_POINT_PERMUTATIONS - drawn)
+        hits = _shift_statistics(rng.permuted(np.tile(y, (block, 1)), axis=1))[:, 0] >= observed
+        if exceed + int(hits.sum()) >= CHANGE_POINT_STOP:  # not significant: stop at the STOP-th hit
+            at = drawn + int(np.flatnonzero(hits)[CHANGE_POINT_STOP - exceed - 1]) + 1
+            return int(kept[int(where)]), CHANGE_POINT_STOP / at
+        exceed, drawn = exceed + int(hits.sum()), drawn + block
     return int(kept[int(where)]), (exceed + 1) / (CHANGE_POINT_PERMUTATIONS + 1)
 
 

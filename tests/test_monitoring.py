@@ -363,13 +363,14 @@ def test_window_counts_from_footers_match_a_scan(artifact: str, window: str) -> 
     pq.write_table(
         no_stats.to_arrow(), lake.dataset_dir("scored") / "no-stats.parquet", write_statistics=False
     )
+    pq.write_table(no_stats.head(0).to_arrow(), lake.dataset_dir("scored") / "empty.parquet")  # no rows
     monitor = mm.Monitor(mm.MonitorConfig(progress=False, window=window))
     paths = mm._paths("scored")
     files = mm.file_date_ranges(monitor.con, paths)
     by_file = {Path(f).stem: v for f, v in files.select("file", "version").iter_rows()}
     assert by_file["mixed-batch"] is None and by_file[f"{VERSION}.s-{START}"] == VERSION
     assert by_file["two-weeks"] == VERSION  # one version, two day and week windows, one month
-    assert by_file["no-stats"] is None
+    assert by_file["no-stats"] is None and "empty" not in by_file
     no_stats_range = files.filter(pl.col("file").str.ends_with("no-stats.parquet")).select("lo", "hi").row(0)
     assert no_stats_range == tuple(days)
     assert files["rows"].sum() == 14 * ROWS_PER_DAY + 8 * 30

@@ -52,6 +52,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 from scipy import special, stats
 from tqdm.auto import tqdm
 
@@ -575,27 +576,43 @@ def _sql_list(paths: Sequence[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
+# a footer's string statistics this short are whole values (writers truncate long ones only)
+EXACT_STATISTICS_CHARS = 64
+
+
+def _footer(path: str) -> tuple[str, Any, Any, int, str | None] | None:
+    """(file, lo, hi, rows, version) from one Parquet footer; None for a file without rows."""
+    meta = pq.read_metadata(path)
+    if meta.num_row_groups == 0 or meta.num_rows == 0:
+        return None
+    names = meta.schema.names
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+
+    def stats(column: str) -> list[Any] | None:
+        if column not in names:
+            return None
+        found = [g.column(names.index(column)).statistics for g in groups]
+        return found if all(st is not None and st.has_min_max for st in found) else None
+
+    dates, versions = stats("flight_date"), stats("model_version")
+    lo = min(st.min for st in dates) if dates else None
+    hi = max(st.max for st in dates) if dates else None
+    version = None
+    if versions and all(st.has_null_count and st.null_count == 0 for st in versions):
+        values = {st.min for st in versions} | {st.max for st in versions}
+        if len(values) == 1 and len(only := values.pop()) < EXACT_STATISTICS_CHARS:
+            version = only
+    return path, lo, hi, meta.num_rows, version
+
+
 def file_date_ranges(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> pl.DataFrame:
-    """(file, lo, hi, rows, version) of every file from its Parquet footer: the first and
-    last flight_date, the row count, and the model version when the footer's exact
+    """(file, lo, hi, rows, version) of every file with rows, from its Parquet footer only:
+    the first and last flight_date, the row count, and the model version when the footer's
     statistics prove every row has the same one (null otherwise, or without the column).
     A file whose footer has no flight_date statistics is read for them."""
     schema = {"file": pl.String, "lo": pl.Date, "hi": pl.Date, "rows": pl.Int64, "version": pl.String}
-    if not paths:
-        return pl.DataFrame(schema=schema)
-    is_date, is_version = "path_in_schema = 'flight_date'", "path_in_schema = 'model_version'"
-    exact = "stats_null_count = 0 AND min_is_exact AND max_is_exact AND stats_min_value = stats_max_value"
-    meta = con.sql(
-        f"SELECT file_name AS file, "
-        f"min(TRY_CAST(stats_min_value AS DATE)) FILTER (WHERE {is_date}) AS lo, "
-        f"max(TRY_CAST(stats_max_value AS DATE)) FILTER (WHERE {is_date}) AS hi, "
-        f"CAST(sum(row_group_num_rows) FILTER (WHERE {is_date}) AS BIGINT) AS rows, "
-        f"CASE WHEN count(*) FILTER (WHERE {is_version}) > 0 "
-        f"AND coalesce(bool_and({exact}) FILTER (WHERE {is_version}), FALSE) "
-        f"AND count(DISTINCT stats_min_value) FILTER (WHERE {is_version}) = 1 "
-        f"THEN any_value(stats_min_value) FILTER (WHERE {is_version}) END AS version "
-        f"FROM parquet_metadata({_sql_list(paths)}) WHERE {is_date} OR {is_version} GROUP BY 1"
-    ).pl()
+    rows = [row for path in paths if (row := _footer(path)) is not None]
+    meta = pl.DataFrame(rows, schema=schema, orient="row")
     unknown = meta.filter(pl.col("lo").is_null() | pl.col("hi").is_null())["file"].to_list()
     if unknown:  # no statistics in the footer: read the dates themselves
         read = con.sql(

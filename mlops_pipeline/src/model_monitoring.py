@@ -423,11 +423,13 @@ def change_point(values: Sequence[float], seed: int) -> tuple[int | None, float]
     exceed, drawn = 0, 0
     while drawn < CHANGE_POINT_PERMUTATIONS:  # blocks of the one fixed-seed stream of permutations
         block = min(CHANGE_POINT_BLOCK, CHANGE_POINT_PERMUTATIONS - drawn)
-        hits = _shift_statistics(rng.permuted(np.tile(y, (block, 1)), axis=1))[:, 0] >= observed
-        if exceed + int(hits.sum()) >= CHANGE_POINT_STOP:  # not significant: stop at the STOP-th hit
-            at = drawn + int(np.flatnonzero(hits)[CHANGE_POINT_STOP - exceed - 1]) + 1
+        hits = np.flatnonzero(
+            _shift_statistics(rng.permuted(np.tile(y, (block, 1)), axis=1))[:, 0] >= observed
+        )
+        if exceed + hits.size >= CHANGE_POINT_STOP:  # not significant: stop at the STOP-th hit
+            at = drawn + int(hits[CHANGE_POINT_STOP - exceed - 1]) + 1
             return int(kept[int(where)]), CHANGE_POINT_STOP / at
-        exceed, drawn = exceed + int(hits.sum()), drawn + block
+        exceed, drawn = exceed + hits.size, drawn + block
     return int(kept[int(where)]), (exceed + 1) / (CHANGE_POINT_PERMUTATIONS + 1)
 
 

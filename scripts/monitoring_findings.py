@@ -22,11 +22,19 @@ import polars as pl  # noqa: E402
 
 import model_monitoring as mm  # noqa: E402
 
+QUOTED = ("pressure", "wind_dir", "dewp_spread", "precip", "days_to_holiday")  # what the docs quote
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--window", default="week", choices=sorted(mm.WINDOW_SQL))
     parser.add_argument("--top", type=int, default=15, help="features shown, most often red first")
+    parser.add_argument(
+        "--feature",
+        action="append",
+        help="a feature whose PSI, KS and out-of-range share are printed per window (repeatable; "
+        f"default {', '.join(QUOTED)})",
+    )
     args = parser.parse_args(argv)
     pl.Config.set_tbl_rows(60)
     pl.Config.set_tbl_cols(16)
@@ -88,6 +96,28 @@ def main(argv: list[str] | None = None) -> None:
         .select("window_start", "value", "status")
         .sort("window_start")
     )
+
+    ks = drift.filter(pl.col("metric") == "ks_statistic", pl.col("feature") != mm.SCORE)
+    significant = ks.filter(pl.col("p_value_bh") < 0.01)
+    small = significant.filter(pl.col("value") < mm.THRESHOLDS["ks_statistic"].yellow).height
+    print(
+        f"\n== KS p-values after BH: {significant.height} of {ks.height} below 0.01, {small} of them "
+        f"beside a KS statistic under {mm.THRESHOLDS['ks_statistic'].yellow}"
+    )
+    history = psi.filter(pl.col("feature").is_in(list(mm.HISTORY_FEATURES)))["value"]
+    print(
+        f"== history rates' PSI: {(history > 0.5).sum()} of {history.len()} (feature, window) values above "
+        f"0.5, {(history > 0.3).sum()} above 0.3, from {history.min():.2f} to {history.max():.2f}"
+    )
+    for feature in args.feature or QUOTED:
+        print(f"\n== {feature}: PSI, KS and out-of-range share per window")
+        print(
+            drift.filter(
+                pl.col("feature") == feature, pl.col("metric").is_in(["psi", "ks_statistic", "unseen_share"])
+            )
+            .pivot("metric", index="window_start", values="value")
+            .sort("window_start")
+        )
 
     print(f"\n== current alerts: {alerts.height}")
     print(alerts.group_by("severity", "metric").len().sort("severity", "len", descending=[False, True]))

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     pl.Config.set_tbl_column_data_type_inline(True)
     pl.Config.set_tbl_hide_dataframe_shape(True)
     pl.Config.set_float_precision(3)
+    pl.Config.set_fmt_str_lengths(110)  # the alerts' reasons in full
     con = duckdb.connect()
     windows, drift, performance, alerts = (
         mm.current_rows(con, kind, args.window) for kind in ("windows", "drift", "performance", "alerts")
@@ -123,9 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     print(alerts.group_by("severity", "metric").len().sort("severity", "len", descending=[False, True]))
     print(
         alerts.filter(pl.col("severity") == "critical")
-        .group_by("metric", "feature")
-        .agg(pl.len().alias("alerts"), pl.col("window_start").min().alias("first"), pl.col("reason").first())
-        .sort("metric", "feature")
+        .select("metric", "feature", "window_start", "reason")
+        .sort("metric", "feature", "window_start")
     )
 
 

@@ -146,6 +146,49 @@ def timed_run(**config) -> tuple[float, object]:
     return time.perf_counter() - started, summary
 
 
+# where a run's time goes: the job's own steps, timed in place (a step's time includes the
+# steps it calls: drift_rows holds window_drift, _trends_and_alerts holds trend_rows)
+PHASES = (
+    ("file_date_ranges", None),
+    ("window_counts", "Monitor"),
+    ("load_group", "Monitor"),
+    ("drift_rows", "Monitor"),
+    ("window_drift", None),
+    ("performance", "Monitor"),
+    ("_trends_and_alerts", "Monitor"),
+    ("trend_rows", None),
+    ("_write", "Monitor"),
+)
+
+
+def phase_run(lake_dir: Path, **config) -> tuple[float, dict[str, float]]:
+    """One whole run (fresh outputs) with a timer around each of PHASES; (total, per phase)."""
+    import model_monitoring as mm
+
+    spent: dict[str, float] = dict.fromkeys([name for name, _ in PHASES], 0.0)
+    saved = []
+    for name, owner in PHASES:
+        target = mm.Monitor if owner else mm
+        original = getattr(target, name)
+        saved.append((target, name, original))
+
+        def timed(*args, _f=original, _name=name, **kwargs):
+            started = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                spent[_name] += time.perf_counter() - started
+
+        setattr(target, name, timed)
+    try:
+        _fresh_outputs(lake_dir)
+        total, _ = timed_run(full=True, **config)
+    finally:
+        for target, name, original in saved:
+            setattr(target, name, original)
+    return total, spent
+
+
 def add_one_batch(lake_dir: Path, k: int) -> Path:
     """A late batch: one more replica of one scored day (new flight numbers), under a new
     name, as the lake publishes batches (a published file is never rewritten)."""
@@ -256,6 +299,11 @@ def main(argv: list[str] | None = None) -> None:
         "--rounds", type=int, default=3, help="timed rounds of each job run; the median is reported"
     )
     parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="only time the job's steps in --rounds sampled runs (no Evidently, nothing written)",
+    )
+    parser.add_argument(
         "--no-write", action="store_true", help="do not append to benchmarks/results_monitoring.md"
     )
     args = parser.parse_args(argv)
@@ -271,6 +319,15 @@ def main(argv: list[str] | None = None) -> None:
     _env(lake_dir, artifacts_dir, source.warehouse_path)
 
     import model_monitoring as mm
+
+    if args.phases:
+        remove_late_batches(lake_dir)
+        for sample_rows in (mm.DEFAULT_SAMPLE_ROWS, None):
+            for _ in range(args.rounds):
+                total, spent = phase_run(lake_dir, sample_rows=sample_rows)
+                steps = "  ".join(f"{name}={seconds:.2f}" for name, seconds in spent.items())
+                print(f"{'sampled' if sample_rows else 'unsampled'} run {total:.2f}s: {steps}")
+        return
 
     figures: dict[str, object] = {"rows": rows, "replicas": k, "model": version, "rounds": args.rounds}
     remove_late_batches(lake_dir)
